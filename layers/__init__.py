@@ -1,0 +1,15 @@
+"""Every layer type, one small class each, grouped by family.
+
+Importing this package registers them all (see ``pycaffe_lite.layer.register``).
+"""
+from . import (  # noqa: F401
+    common,
+    conv,
+    data,
+    loss,
+    neuron,
+    normalization,
+    pooling,
+    python_layer,
+    recurrent,
+)

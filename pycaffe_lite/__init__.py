@@ -1,0 +1,1 @@
+"""pycaffe_lite: Caffe in pure Python (NumPy on the CPU, CuPy on the GPU)."""

@@ -1,0 +1,1 @@
+"""Reading and writing Caffe files, and pycaffe's ``caffe.io`` helpers."""

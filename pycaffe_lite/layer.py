@@ -1,0 +1,194 @@
+"""The layer contract and the registry of layer types.
+
+Every layer follows Caffe's contract (``include/caffe/layer.hpp``):
+
+* ``setup(bottom, top)``: read ``self.param.<x>_param`` once, validate it,
+  create the learnable ``self.blobs``.  Runs once.
+* ``reshape(bottom, top)``: all shape inference; tops are sized here, never
+  inside ``forward``.  Re-run before every forward.
+* ``forward(bottom, top)``: compute ``top[i].data`` from ``bottom[i].data``.
+* ``backward(top, propagate_down, bottom)``: fill ``bottom[i].diff`` only where
+  ``propagate_down[i]``; *add* parameter gradients into ``self.blobs[j].diff``
+  in place (the net zeroes them; shared parameters share the array).
+
+``bottom`` and ``top`` are lists of :class:`~pycaffe_lite.blob.Blob`.  Arrays
+are NumPy or CuPy: take ``xp = get_array_module(x)`` from them.
+"""
+import numpy
+
+from .blob import Blob
+from .errors import LayerError, NetError
+
+TRAIN, TEST = 0, 1
+
+_REGISTRY = {}
+
+
+def register(type_name, *aliases):
+    """Class decorator: make a layer available under its Caffe type string.
+
+    ``aliases`` are other spellings that name the same layer (e.g. the V1 enum
+    name ``"RELU"``).
+    """
+    def wrap(cls):
+        for name in (type_name,) + aliases:
+            if name in _REGISTRY and _REGISTRY[name] is not cls:
+                raise RuntimeError(f"layer type {name!r} registered twice")
+            _REGISTRY[name] = cls
+        cls.type = type_name
+        return cls
+    return wrap
+
+
+def _load_builtin_layers():
+    from . import layers  # noqa: F401  (importing registers every layer)
+
+
+def layer_type_list():
+    """Every registered type string, sorted (pycaffe's ``layer_type_list``)."""
+    _load_builtin_layers()
+    return sorted(name for name, cls in _REGISTRY.items() if cls.type == name)
+
+
+def layer_class(type_name):
+    _load_builtin_layers()
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        raise NetError(
+            f"unknown layer type {type_name!r}; known types: {', '.join(layer_type_list())}"
+        ) from None
+
+
+def create_layer(param, phase=TRAIN, xp=numpy, dtype=numpy.float32):
+    """Instantiate the layer that ``param.type`` names."""
+    cls = layer_class(param.type)
+    return cls(param, phase=phase, xp=xp, dtype=dtype)
+
+
+class Layer:
+    """Base of every layer.  Subclasses set the count limits they need."""
+
+    type = None
+    # Bottom/top count checks (Caffe's ExactNumBottomBlobs & co.); None = any.
+    exact_bottoms = None
+    min_bottoms = None
+    max_bottoms = None
+    exact_tops = None
+    min_tops = None
+    max_tops = None
+    equal_bottom_top = False
+    # Loss layers weight their first top by 1 unless loss_weight says otherwise.
+    is_loss = False
+
+    def __init__(self, param, phase=TRAIN, xp=numpy, dtype=numpy.float32):
+        self.param = param
+        self.name = param.name
+        self.phase = phase
+        self.xp = xp
+        self.dtype = numpy.dtype(dtype)
+        self.blobs = []
+        self.loss_weights = []
+
+    # --- what subclasses implement --------------------------------------
+    def setup(self, bottom, top):
+        """Read parameters once and create ``self.blobs``."""
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__}.reshape")
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, top, propagate_down, bottom):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def allow_force_backward(self, bottom_index):
+        """False where a bottom can never receive a gradient (labels)."""
+        return True
+
+    # --- helpers -----------------------------------------------------------
+    def error(self, message):
+        """A LayerError naming this layer; ``raise self.error(...)``."""
+        return LayerError(self, message)
+
+    def make_blob(self, shape):
+        return Blob(shape, xp=self.xp, dtype=self.dtype)
+
+    def check(self, condition, message):
+        if not condition:
+            raise self.error(message)
+
+    # --- what the net calls --------------------------------------------------
+    def set_up(self, bottom, top):
+        """Caffe's ``Layer::SetUp``: count checks, setup, reshape, loss weights."""
+        self._check_blob_counts(bottom, top)
+        self.setup(bottom, top)
+        self.reshape(bottom, top)
+        self._set_loss_weights(top)
+
+    def _check_blob_counts(self, bottom, top):
+        def check(what, n, exact, lo, hi):
+            if exact is not None and n != exact:
+                raise self.error(f"takes {exact} {what} blob(s), got {n}")
+            if lo is not None and n < lo:
+                raise self.error(f"takes at least {lo} {what} blob(s), got {n}")
+            if hi is not None and n > hi:
+                raise self.error(f"takes at most {hi} {what} blob(s), got {n}")
+        check("bottom", len(bottom), self.exact_bottoms, self.min_bottoms, self.max_bottoms)
+        check("top", len(top), self.exact_tops, self.min_tops, self.max_tops)
+        if self.equal_bottom_top and len(bottom) != len(top):
+            raise self.error(f"needs as many tops as bottoms, got {len(bottom)} bottoms "
+                             f"and {len(top)} tops")
+
+    def _set_loss_weights(self, top):
+        explicit = list(self.param.loss_weight)
+        if explicit and len(explicit) != len(top):
+            raise self.error(f"loss_weight must be given once per top ({len(top)}), "
+                             f"got {len(explicit)}")
+        weights = explicit or ([1.0] if self.is_loss else [])
+        self.loss_weights = weights + [0.0] * (len(top) - len(weights))
+        for blob, weight in zip(top, self.loss_weights):
+            if weight:
+                blob.diff[...] = weight
+
+    def run_forward(self, bottom, top):
+        """Reshape, forward, and return the weighted loss of this layer's tops."""
+        self.reshape(bottom, top)
+        self.forward(bottom, top)
+        loss = 0.0
+        for blob, weight in zip(top, self.loss_weights):
+            if weight:
+                loss += weight * float(blob.data.sum())
+        return loss
+
+    def __repr__(self):
+        return f"<{type(self).__name__} '{self.name}'>"
+
+
+class LossLayer(Layer):
+    """Two bottoms (prediction, target), one scalar top weighted 1 by default."""
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[:1] != bottom[1].shape[:1]:
+            raise self.error(f"bottoms '{self.param.bottom[0]}' {bottom[0].shape} and "
+                             f"'{self.param.bottom[1]}' {bottom[1].shape} must have the "
+                             f"same num (first axis)")
+        top[0].reshape(())
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape (may run in place)."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)

@@ -1,0 +1,1 @@
+"""Generated protobuf bindings for Caffe's schema (see proto/caffe.proto)."""
