@@ -25,3 +25,7 @@ class LayerError(CaffeError):
 
 class WeightsError(CaffeError):
     """Trained weights do not fit the net."""
+
+
+class BackwardNotImplementedError(LayerError, NotImplementedError):
+    """Caffe has no backward for this layer (its Backward is NOT_IMPLEMENTED)."""

@@ -12,6 +12,7 @@ import numpy
 from google.protobuf import text_format
 
 from ..blob import Blob
+from .. import rng
 from ..layer import TRAIN, create_layer
 
 
@@ -39,7 +40,8 @@ def make_layer(param, bottoms, phase=TRAIN, dtype=numpy.float64, xp=numpy, num_t
     return layer, bottom, top
 
 
-def _objective(layer, bottom, top, weights):
+def _objective(layer, bottom, top, weights, seed):
+    rng.set_random_seed(seed)  # random layers (Dropout) draw the same mask every time
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     return sum(float((t.data * w).sum()) for t, w in zip(top, weights))
@@ -60,6 +62,7 @@ def check_gradient(layer, bottom, top, check_bottom=None, check_params=True,
     rs = numpy.random.RandomState(seed)
     xp = layer.xp
     top_ids = range(len(top)) if top_ids is None else top_ids
+    rng.set_random_seed(seed)
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     weights = [xp.zeros(t.shape, dtype=t.dtype) for t in top]
@@ -93,16 +96,15 @@ def check_gradient(layer, bottom, top, check_bottom=None, check_params=True,
             if kink is not None and abs(x - kink) <= kink_range:
                 continue
             flat[k] = x + step
-            plus = _objective(layer, bottom, top, weights)
+            plus = _objective(layer, bottom, top, weights, seed)
             flat[k] = x - step
-            minus = _objective(layer, bottom, top, weights)
+            minus = _objective(layer, bottom, top, weights, seed)
             flat[k] = x
             numeric = (plus - minus) / (2 * step)
             scale = max(abs(numeric), abs(grad[k]), 1.0)
             if abs(numeric - grad[k]) > threshold * scale:
                 failures.append(f"{kind} {i} element {k}: analytic {grad[k]:.6g} "
                                 f"numeric {numeric:.6g}")
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
+    _objective(layer, bottom, top, weights, seed)
     assert not failures, (f"{layer.type} '{layer.name}': {len(failures)} gradient mismatches, "
                           "first: " + "; ".join(failures[:5]))
