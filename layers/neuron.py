@@ -12,7 +12,7 @@ import numpy
 
 from pycaffe_lite import rng
 from pycaffe_lite.backend import get_array_module
-from pycaffe_lite.errors import BackwardNotImplementedError, LayerError
+from pycaffe_lite.errors import BackwardNotImplementedError
 from pycaffe_lite.fillers import fill
 from pycaffe_lite.layer import TRAIN, NeuronLayer, register
 from pycaffe_lite.proto import caffe_pb2
