@@ -112,6 +112,10 @@ class Layer:
         """A LayerError naming this layer; ``raise self.error(...)``."""
         return LayerError(self, message)
 
+    def bottom_name(self, i):
+        """The prototxt name of bottom ``i`` (``#i`` when the param names none)."""
+        return self.param.bottom[i] if i < len(self.param.bottom) else f"#{i}"
+
     def make_blob(self, shape):
         return Blob(shape, xp=self.xp, dtype=self.dtype)
 
@@ -178,8 +182,8 @@ class LossLayer(Layer):
 
     def reshape(self, bottom, top):
         if bottom[0].shape[:1] != bottom[1].shape[:1]:
-            raise self.error(f"bottoms '{self.param.bottom[0]}' {bottom[0].shape} and "
-                             f"'{self.param.bottom[1]}' {bottom[1].shape} must have the "
+            raise self.error(f"bottoms '{self.bottom_name(0)}' {bottom[0].shape} and "
+                             f"'{self.bottom_name(1)}' {bottom[1].shape} must have the "
                              f"same num (first axis)")
         top[0].reshape(())
 

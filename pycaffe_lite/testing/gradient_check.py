@@ -13,6 +13,7 @@ from google.protobuf import text_format
 
 from ..blob import Blob
 from .. import rng
+from ..backend import to_numpy
 from ..layer import TRAIN, create_layer
 
 
@@ -81,9 +82,7 @@ def check_gradient(layer, bottom, top, check_bottom=None, check_params=True,
     layer.backward(top, propagate, bottom)
     targets = [("bottom", i, bottom[i]) for i in check_bottom]
     targets += [("param", j, p) for j, p in enumerate(params)]
-    analytic = {(kind, i): numpy.array(b.diff, dtype=numpy.float64) for kind, i, b in targets}
-    if hasattr(analytic[targets[0][:2]] if targets else None, "get"):
-        analytic = {k: v.get() for k, v in analytic.items()}
+    analytic = {(kind, i): to_numpy(b.diff).astype(numpy.float64) for kind, i, b in targets}
 
     failures = []
     for kind, i, blob in targets:

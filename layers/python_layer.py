@@ -1,0 +1,119 @@
+"""The ``Python`` layer: a layer written by the user in Python, as in pycaffe.
+
+``python_param { module: "m" layer: "L" param_str: "..." }`` imports module
+``m`` and instantiates its class ``L``.  User code written for pycaffe works
+unchanged when it imports ``pycaffe_lite as caffe``::
+
+    import pycaffe_lite as caffe
+
+    class L(caffe.Layer):                 # pycaffe_lite.layer.Layer
+        def setup(self, bottom, top): ...       # may read self.param_str, self.phase
+        def reshape(self, bottom, top): ...     # top[0].reshape(*shape)
+        def forward(self, bottom, top): ...     # top[0].data[...] = ...
+        def backward(self, top, propagate_down, bottom): ...  # bottom[0].diff[...] = ...
+
+Blobs offer what pycaffe's do: ``.data``, ``.diff``, ``.reshape(*shape)``,
+``.shape``, ``.count``, ``.num``/``.channels``/``.height``/``.width``;
+``self.blobs.add_blob(*shape)`` adds a learnable parameter blob.
+"""
+import importlib
+import os
+import sys
+import types
+
+import numpy
+
+from pycaffe_lite.blob import Blob
+from pycaffe_lite.errors import LayerError
+from pycaffe_lite.layer import TRAIN, Layer, register
+
+
+class BlobVec(list):
+    """pycaffe's ``layer.blobs``: a list of Blobs with ``add_blob(*shape)``."""
+
+    def __init__(self, xp, dtype, blobs=()):
+        super().__init__(blobs)
+        self._xp = xp
+        self._dtype = dtype
+
+    def add_blob(self, *shape):
+        self.append(Blob(tuple(int(d) for d in shape), xp=self._xp, dtype=self._dtype))
+
+
+def _import_module(name):
+    """Import ``name`` from sys.path, else also from the current directory and
+    PYTHONPATH (which pycaffe's embedded interpreter has on its path)."""
+    importlib.invalidate_caches()  # the module may have been written just now
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if not (exc.name == name or name.startswith(f"{exc.name}.")):
+            raise  # the module exists; one of *its* imports is missing
+    extra = [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    added = [p for p in dict.fromkeys(os.path.abspath(p) for p in extra) if p not in sys.path]
+    if not added:
+        return importlib.import_module(name)
+    # Appended for good, as on pycaffe's path: the module may import siblings later.
+    sys.path.extend(added)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+@register("Python")
+class PythonLayer(Layer):
+    """Factory for user layers: ``PythonLayer(param, phase=, xp=, dtype=)``
+    returns an instance of the user's class, not of PythonLayer.
+
+    ``__new__`` imports ``python_param.module``, instantiates its class
+    ``python_param.layer`` (a subclass of ``pycaffe_lite.Layer``) with the same
+    arguments, and sets ``param_str`` (from ``python_param.param_str``),
+    ``phase`` (0 TRAIN, 1 TEST, like pycaffe's), ``type = "Python"`` and
+    ``blobs`` (a :class:`BlobVec`).  Forward, gradient and shapes are whatever
+    the user's class defines.  ``share_in_parallel`` is accepted and ignored.
+    """
+
+    def __new__(cls, param, phase=TRAIN, xp=numpy, dtype=numpy.float32):
+        if cls is not PythonLayer:  # a user class deriving from PythonLayer itself
+            return super().__new__(cls)
+        user_cls = _user_class(param)
+        layer = user_cls(param, phase=phase, xp=xp, dtype=dtype)
+        layer.param_str = param.python_param.param_str
+        layer.phase = phase
+        try:
+            layer.type = "Python"
+        except AttributeError:  # the user's class defines a read-only ``type``
+            pass
+        layer.blobs = BlobVec(xp, numpy.dtype(dtype), layer.blobs)
+        layer._python_ready = True
+        return layer
+
+    def __init__(self, *args, **kwargs):
+        # type.__call__ re-runs __init__ when the user's class derives from
+        # PythonLayer; do not reset what __new__ set up.
+        if not getattr(self, "_python_ready", False):
+            super().__init__(*args, **kwargs)
+
+
+def _user_class(param):
+    pp = param.python_param
+    where = types.SimpleNamespace(name=param.name, type="Python")
+    if not pp.module:
+        raise LayerError(where, "python_param.module must name the Python module to import")
+    if not pp.layer:
+        raise LayerError(where, f"python_param.layer must name the layer class in module "
+                                f"'{pp.module}'")
+    try:
+        module = _import_module(pp.module)
+    except Exception as exc:
+        raise LayerError(where, f"python_param.module '{pp.module}' could not be imported: "
+                                f"{type(exc).__name__}: {exc} (searched sys.path, the current "
+                                f"directory and PYTHONPATH)") from exc
+    user_cls = getattr(module, pp.layer, None)
+    if user_cls is None:
+        raise LayerError(where, f"python_param.layer '{pp.layer}' not found in module "
+                                f"'{pp.module}' ({getattr(module, '__file__', '?')})")
+    if not (isinstance(user_cls, type) and issubclass(user_cls, Layer)):
+        raise LayerError(where, f"python_param.layer '{pp.layer}' in module '{pp.module}' must "
+                                f"be a class derived from pycaffe_lite.Layer (caffe.Layer), "
+                                f"got {user_cls!r}")
+    return user_cls
