@@ -153,8 +153,6 @@ class Net:
         for i, lp in enumerate(self.param.layer):
             if not lp.name:
                 lp.name = f"{lp.type.lower() or 'layer'}_{i}"
-            if lp.name in self.layer_names:
-                raise NetError(f"two layers are named '{lp.name}'; layer names must be unique")
             layer = create_layer(lp, phase=self.phase, xp=self.xp, dtype=self.dtype)
             bottoms, need = [], []
             for j, name in enumerate(lp.bottom):

@@ -1,0 +1,111 @@
+"""Bad input gets a clear error naming the file, the layer and the blob."""
+import numpy
+import pytest
+
+import pycaffe_lite as caffe
+from pycaffe_lite.errors import CaffeError, NetError, ParseError, WeightsError
+
+NET = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.1 } } }
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(NET)
+    return path
+
+
+def test_prototxt_syntax_error_names_file_line_column(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text('name: "x"\nlayer {\n  name: "a"\n  type "ReLU"\n}\n')
+    with pytest.raises(ParseError) as e:
+        caffe.Net(str(path), caffe.TEST)
+    assert f"{path}:4:" in str(e.value)
+
+
+def test_unknown_field_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text('name: "x"\nlayer {\n  name: "a"\n  permute_param { order: 0 }\n}\n')
+    with pytest.raises(ParseError, match=r"bad.prototxt:4:.*permute_param"):
+        caffe.Net(str(path), caffe.TEST)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ParseError, match="nope.prototxt: prototxt file not found|nope.prototxt"):
+        caffe.Net(str(tmp_path / "nope.prototxt"), caffe.TEST)
+
+
+def test_unknown_layer_type_lists_known(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "a" type: "Permute" top: "x" }')
+    with pytest.raises(NetError, match="unknown layer type 'Permute'; known types: .*Convolution"):
+        caffe.Net(str(path), caffe.TEST)
+
+
+def test_missing_bottom_names_layer_and_blob(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET + 'layer { name: "r" type: "ReLU" bottom: "ipp" top: "r" }')
+    with pytest.raises(NetError, match="layer 'r'.*unknown bottom blob 'ipp'"):
+        caffe.Net(str(path), caffe.TEST)
+
+
+def test_weights_shape_mismatch_names_layer_and_both_shapes(tiny, tmp_path):
+    net = caffe.Net(str(tiny), caffe.TEST)
+    weights = tmp_path / "w.caffemodel"
+    net.save(str(weights))
+    other = tmp_path / "other.prototxt"
+    other.write_text(NET.replace("num_output: 4", "num_output: 5"))
+    with pytest.raises(WeightsError) as e:
+        caffe.Net(str(other), caffe.TEST, weights=str(weights))
+    message = str(e.value)
+    assert "w.caffemodel" in message and "'ip'" in message
+    assert "(4, 3)" in message and "(5, 3)" in message
+
+
+def test_truncated_caffemodel(tiny, tmp_path):
+    net = caffe.Net(str(tiny), caffe.TEST)
+    weights = tmp_path / "w.caffemodel"
+    net.save(str(weights))
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="w.caffemodel: not a valid binary caffemodel"):
+        caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
+
+
+@pytest.mark.parametrize("content,what", [
+    (b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "HDF5"),
+    (b"PK\x03\x04" + b"\0" * 64, "zip"),
+    (b"\x80\x02}q\x00" + b"\0" * 64, "pickle"),
+])
+def test_foreign_weight_files_are_named(tiny, tmp_path, content, what):
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(content)
+    with pytest.raises(WeightsError, match=f"model.bin: not a caffemodel: .*{what}"):
+        caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
+
+
+def test_prototxt_passed_as_weights(tiny):
+    with pytest.raises(WeightsError, match="no trained weights"):
+        caffe.Net(str(tiny), caffe.TEST, weights=str(tiny))
+
+
+def test_forward_with_wrong_input_shape(tiny):
+    net = caffe.Net(str(tiny), caffe.TEST)
+    with pytest.raises(CaffeError, match="blob 'data': got shape"):
+        net.forward(data=numpy.zeros((2, 4)))
+    with pytest.raises(CaffeError, match="not an input"):
+        net.forward(ip=numpy.zeros((2, 4)))
+
+
+def test_errors_are_caffe_errors_not_numpy_tracebacks(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 2 dim: 3 } } }\n'
+                    'layer { name: "c" type: "Concat" bottom: "data" bottom: "data" top: "c" '
+                    'concat_param { axis: 5 } }')
+    with pytest.raises(CaffeError, match="layer 'c'"):
+        caffe.Net(str(path), caffe.TEST)

@@ -1,0 +1,143 @@
+"""pycaffe's interface: `import pycaffe_lite as caffe` where `import caffe` was."""
+import collections
+
+import numpy
+import pytest
+
+import pycaffe_lite as caffe
+from pycaffe_lite.errors import CaffeError
+from pycaffe_lite.proto import caffe_pb2
+
+NET = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  param { name: "shared_w" } inner_product_param { num_output: 5
+  weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu" type: "ReLU" bottom: "ip" top: "ip" }
+layer { name: "ip2" type: "InnerProduct" bottom: "data" top: "ip2"
+  param { name: "shared_w" } inner_product_param { num_output: 5 bias_term: false } }
+layer { name: "sum" type: "Eltwise" bottom: "ip" bottom: "ip2" top: "sum" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "sum" bottom: "label" top: "loss" }
+"""
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(NET)
+    return str(path)
+
+
+def test_both_constructor_forms(model, tmp_path):
+    caffe.set_random_seed(3)
+    net = caffe.Net(model, caffe.TRAIN)
+    weights = str(tmp_path / "w.caffemodel")
+    net.save(weights)
+    a = caffe.Net(model, weights, caffe.TEST)
+    b = caffe.Net(model, caffe.TEST, weights=weights)
+    for name in net.params:
+        for pa, pb, p in zip(a.params[name], b.params[name], net.params[name]):
+            numpy.testing.assert_array_equal(pa.data, p.data)
+            numpy.testing.assert_array_equal(pb.data, p.data)
+    with pytest.raises(CaffeError, match="caffe.Net"):
+        caffe.Net(model)
+
+
+def test_names_and_dicts(model):
+    net = caffe.Net(model, caffe.TRAIN)
+    assert isinstance(net.blobs, collections.OrderedDict)
+    assert isinstance(net.params, collections.OrderedDict)
+    assert net.inputs == ["data", "label"]
+    assert net.outputs == ["loss"]
+    assert list(net.params) == ["ip", "ip2"]
+    assert net._layer_names[:2] == ["data", "data_data_0_split"]
+    assert net.layer_dict["ip"].type == "InnerProduct"
+    assert net.top_names["ip"] == ["ip"]
+    assert net.blob_loss_weights["loss"] == 1.0
+    assert "ReLU" in caffe.layer_type_list() and "Convolution" in caffe.layer_type_list()
+
+
+def test_shared_params_share_data_and_diff(model):
+    net = caffe.Net(model, caffe.TRAIN)
+    w1, w2 = net.params["ip"][0], net.params["ip2"][0]
+    assert numpy.shares_memory(w1.data, w2.data) and numpy.shares_memory(w1.diff, w2.diff)
+    assert len(net.learnable_params) == 2  # the shared weight once, plus ip's bias
+
+
+def test_forward_backward_with_kwargs(model):
+    caffe.set_random_seed(1)
+    net = caffe.Net(model, caffe.TRAIN)
+    rs = numpy.random.RandomState(0)
+    data = rs.standard_normal((4, 3)).astype(numpy.float32)
+    label = numpy.array([0, 1, 2, 3], numpy.float32)
+    out = net.forward(data=data, label=label)
+    assert set(out) == {"loss"} and out["loss"].shape == ()
+    # numeric reference for the loss
+    w, b = net.params["ip"][0].data, net.params["ip"][1].data
+    scores = numpy.maximum(data @ w.T + b, 0) + data @ w.T
+    p = numpy.exp(scores - scores.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert float(out["loss"]) == pytest.approx(-numpy.log(p[range(4), [0, 1, 2, 3]]).mean(),
+                                               rel=1e-5)
+    out = net.forward(blobs=["ip"], end="ip")
+    assert set(out) == {"ip"}
+    net.clear_param_diffs()
+    net.forward(data=data, label=label)
+    diffs = net.backward(diffs=["sum"])
+    assert set(diffs) == {"data", "label", "sum"}
+    assert net.params["ip"][0].diff.any()
+
+
+def test_forward_all_batches_and_trims(tmp_path):
+    path = tmp_path / "d.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 4 dim: 2 } } }\n'
+                    'layer { name: "p" type: "Power" bottom: "data" top: "p" '
+                    'power_param { scale: 2 } }')
+    net = caffe.Net(str(path), caffe.TEST)
+    data = numpy.arange(20, dtype=numpy.float32).reshape(10, 2)
+    out = net.forward_all(data=data)
+    numpy.testing.assert_array_equal(out["p"], 2 * data)
+
+
+def test_save_writes_a_caffemodel_caffe_can_read(model, tmp_path):
+    net = caffe.Net(model, caffe.TRAIN)
+    path = tmp_path / "w.caffemodel"
+    net.save(str(path))
+    proto = caffe_pb2.NetParameter()
+    proto.ParseFromString(path.read_bytes())
+    ip = [l for l in proto.layer if l.name == "ip"][0]
+    assert list(ip.blobs[0].shape.dim) == [5, 3]
+    numpy.testing.assert_array_equal(numpy.array(ip.blobs[0].data).reshape(5, 3),
+                                     net.params["ip"][0].data)
+    assert not list(path.parent.glob(".tmp_*"))  # written through a temporary file
+
+
+def test_copy_from_and_reshape(model, tmp_path):
+    a = caffe.Net(model, caffe.TRAIN)
+    path = str(tmp_path / "w.caffemodel")
+    a.save(path)
+    b = caffe.Net(model, caffe.TRAIN)
+    b.copy_from(path)
+    numpy.testing.assert_array_equal(a.params["ip"][1].data, b.params["ip"][1].data)
+    b.blobs["data"].reshape(7, 3)
+    b.blobs["label"].reshape(7)
+    b.reshape()
+    assert b.blobs["ip"].shape == (7, 5)
+
+
+def test_set_random_seed_makes_fillers_repeatable(model):
+    caffe.set_random_seed(42)
+    a = caffe.Net(model, caffe.TRAIN).params["ip"][0].data.copy()
+    caffe.set_random_seed(42)
+    b = caffe.Net(model, caffe.TRAIN).params["ip"][0].data.copy()
+    numpy.testing.assert_array_equal(a, b)
+
+
+def test_mode_switches():
+    caffe.set_mode_cpu()
+    from pycaffe_lite import backend
+    if not backend.gpu_available():
+        with pytest.raises(CaffeError, match="no usable GPU"):
+            caffe.set_mode_gpu()
