@@ -206,12 +206,21 @@ class Net:
             self.bottom_need_backward.append(need)
             self.layer_need_backward.append(layer_need)
             self._frozen_params.append(frozen)
-        self.output_names = list(available)
+        self.output_names = sorted(available)  # Caffe keeps them in a std::set
         self._prune_backward(blob_need_backward)
         self.layer_dict = collections.OrderedDict(zip(self.layer_names, self.layers))
         self.params = collections.OrderedDict(
             (name, layer.blobs) for name, layer in zip(self.layer_names, self.layers)
             if layer.blobs)
+
+    @property
+    def blob_loss_weights(self):
+        """Loss weight of every blob (a later in-place layer overrides, as in Caffe)."""
+        weights = collections.OrderedDict((name, 0.0) for name in self.blobs)
+        for layer, tops in zip(self.layers, self.layer_tops):
+            for name, weight in zip(tops, layer.loss_weights):
+                weights[name] = weight
+        return weights
 
     def _append_param(self, layer_index, param_index, blob, spec, lp):
         """Register a param blob; share it if another layer named it first.

@@ -75,14 +75,6 @@ class Net(CoreNet):
     def bottom_names(self):
         return collections.OrderedDict(zip(self.layer_names, self.layer_bottoms))
 
-    @property
-    def blob_loss_weights(self):
-        weights = collections.OrderedDict((name, 0.0) for name in self.blobs)
-        for layer, tops in zip(self.layers, self.layer_tops):
-            for name, w in zip(tops, layer.loss_weights):
-                weights[name] = w
-        return weights
-
     # --- running -----------------------------------------------------------------
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """Set inputs from ``kwargs``, run forward, return the output blobs."""

@@ -1,0 +1,507 @@
+"""``caffe_lite <command> [flags]``: Caffe's command line brew (``tools/caffe.cpp``).
+
+Commands, flags and log lines follow Caffe's ``caffe`` tool so that scripts
+written for it keep working:
+
+* ``test``: score a model (``--model``, ``--weights``, ``--iterations``).
+* ``time``: benchmark every layer's forward and backward pass.
+* ``device_query``: show the properties of the GPU(s) named by ``--gpu``.
+* ``train``: registered, implemented by the solver work (issue #4).
+
+Flags are gflags-style: ``-model=x``, ``--model=x`` and ``--model x`` are
+the same; booleans take ``--flag``, ``--noflag`` or ``--flag=false``.  Flags
+may come before or after the command.  Every user error (a
+:class:`~pycaffe_lite.errors.CaffeError`) ends the run with one line
+``caffe_lite: error: <message>`` and exit status 1; ``PYCAFFE_LITE_DEBUG=1``
+adds the traceback.
+"""
+import collections
+import logging
+import os
+import sys
+import time as _time
+import traceback
+
+import numpy
+from tqdm import tqdm
+
+from . import backend
+from .errors import CaffeError
+from .layer import TEST, TRAIN
+from .log import caffe_float, setup_logging
+
+PROG = "caffe_lite"
+log = logging.getLogger("pycaffe_lite")
+
+
+# --- flags (gflags semantics) ------------------------------------------------------
+
+Flag = collections.namedtuple("Flag", "name type default help")
+
+FLAGS = collections.OrderedDict((f.name, f) for f in [
+    Flag("gpu", str, "", "Optional; run in GPU mode on given device IDs separated by ','. "
+         "Use '-gpu all' to run on all available GPUs. Without a usable GPU the run "
+         "continues on the CPU with a warning."),
+    Flag("solver", str, "", "The solver definition protocol buffer text file."),
+    Flag("model", str, "", "The model definition protocol buffer text file."),
+    Flag("phase", str, "", "Optional; network phase (TRAIN or TEST). Used by 'time' "
+         "(default TRAIN) and 'test' (default TEST)."),
+    Flag("level", int, 0, "Optional; network level."),
+    Flag("stage", str, "", "Optional; network stages (not to be confused with phase), "
+         "separated by ','."),
+    Flag("snapshot", str, "", "Optional; the snapshot solver state to resume training."),
+    Flag("weights", str, "", "Optional; the pretrained weights to initialize finetuning, "
+         "separated by ','. Cannot be set simultaneously with snapshot."),
+    Flag("iterations", int, 50, "The number of iterations to run."),
+    Flag("sigint_effect", str, "stop", "Optional; action to take when a SIGINT signal is "
+         "received: snapshot, stop or none."),
+    Flag("sighup_effect", str, "snapshot", "Optional; action to take when a SIGHUP signal "
+         "is received: snapshot, stop or none."),
+    Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
+         "(--noprogress turns it off)."),
+    Flag("minloglevel", int, None, "Log messages at or above this level (0 INFO, "
+         "1 WARNING, 2 ERROR, 3 FATAL); default: $GLOG_minloglevel or 0."),
+    # glog flags that Caffe users pass; we always log to stderr.
+    Flag("logtostderr", bool, False, "Accepted for compatibility; logs go to stderr."),
+    Flag("alsologtostderr", bool, False, "Accepted for compatibility; logs go to stderr."),
+])
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+class UsageError(Exception):
+    """A command line that cannot run; reported with the usage text.
+
+    ``show_usage=False`` for a flag whose value is wrong: the usage would not help.
+    """
+
+    def __init__(self, message, show_usage=True):
+        super().__init__(message)
+        self.show_usage = show_usage
+
+
+class CommandNotImplemented(Exception):
+    """A command this version registers but does not provide (exit status 2)."""
+
+
+def _convert(flag, text):
+    if flag.type is bool:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise UsageError(f"flag --{flag.name}: '{text}' is not a boolean (true or false)",
+                         show_usage=False)
+    if flag.type is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"flag --{flag.name}: '{text}' is not an integer",
+                             show_usage=False) from None
+    return text
+
+
+def parse_flags(argv):
+    """``(positional args, flags namespace)`` from ``argv`` as gflags reads it."""
+    values = {name: flag.default for name, flag in FLAGS.items()}
+    values["help"] = values["version"] = False
+    positional = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            positional.extend(args[i:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        body = arg[2:] if arg.startswith("--") else arg[1:]
+        name, eq, text = body.partition("=")
+        if name in ("help", "h", "helpfull", "version"):
+            values["version" if name == "version" else "help"] = True
+            continue
+        flag = FLAGS.get(name)
+        if flag is None and name.startswith("no") and not eq:
+            negated = FLAGS.get(name[2:])
+            if negated is not None and negated.type is bool:
+                values[negated.name] = False
+                continue
+        if flag is None:
+            raise UsageError(f"unknown command line flag '{name}'")
+        if flag.type is bool and not eq:
+            values[name] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                raise UsageError(f"flag '{arg}' is missing its argument")
+            text = args[i]
+            i += 1
+        values[name] = _convert(flag, text)
+    return positional, collections.namedtuple("Flags", values)(**values)
+
+
+# --- commands ------------------------------------------------------------------------
+
+Command = collections.namedtuple("Command", "name run help")
+COMMANDS = collections.OrderedDict()
+
+
+def command(name, help_text):
+    """Register ``caffe_lite <name>``; the function takes the parsed flags."""
+    def wrap(func):
+        COMMANDS[name] = Command(name, func, help_text)
+        return func
+    return wrap
+
+
+def usage(with_flags=True):
+    lines = [f"{PROG}: command line brew", f"usage: {PROG} <command> <args>", "",
+             "commands:"]
+    lines += [f"  {c.name:<16}{c.help}" for c in COMMANDS.values()]
+    if with_flags:
+        lines += ["", "  Flags:"]
+        for flag in FLAGS.values():
+            kind = {str: "string", int: "int32", bool: "bool"}[flag.type]
+            default = flag.default
+            shown = ('"%s"' % default if flag.type is str else
+                     str(default).lower() if flag.type is bool else
+                     "" if default is None else str(default))
+            lines.append(f"    -{flag.name} ({flag.help}) type: {kind} default: {shown}")
+    return "\n".join(lines) + "\n"
+
+
+# --- shared pieces ---------------------------------------------------------------
+
+def _phase(flags, default):
+    if not flags.phase:
+        return default
+    phase = flags.phase.upper()
+    if phase not in ("TRAIN", "TEST"):
+        raise UsageError(f'--phase must be "TRAIN" or "TEST", got "{flags.phase}"',
+                         show_usage=False)
+    return TRAIN if phase == "TRAIN" else TEST
+
+
+def _stages(flags):
+    return [s for s in flags.stage.split(",") if s]
+
+
+def _iterations(flags):
+    if flags.iterations < 1:
+        raise UsageError(f"--iterations must be at least 1, got {flags.iterations}",
+                         show_usage=False)
+    return flags.iterations
+
+
+def _gpu_ids(flags):
+    """Device IDs that --gpu names; ``None`` for 'all' (resolved once CuPy is known)."""
+    if flags.gpu == "all":
+        return None
+    try:
+        return [int(part) for part in flags.gpu.split(",")]
+    except ValueError:
+        raise UsageError(f"--gpu: '{flags.gpu}' is not a list of device IDs (use e.g. "
+                         "'-gpu 0', '-gpu 0,1' or '-gpu all')", show_usage=False) from None
+
+
+def _no_gpu_reason():
+    if backend.cupy is None:
+        return "CuPy is not installed (install pycaffe_lite[gpu])"
+    return "CuPy sees no CUDA device"
+
+
+def _device_count():
+    return backend.cupy.cuda.runtime.getDeviceCount()
+
+
+def _device_name(device_id):
+    name = backend.cupy.cuda.runtime.getDeviceProperties(device_id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def select_device(flags):
+    """``(xp, synchronize)`` for a single-device command, as Caffe picks it.
+
+    Without --gpu: NumPy.  With --gpu but no usable GPU: one warning, NumPy.
+    Several IDs: the first is used (as Caffe's single-GPU commands do).
+    """
+    if not flags.gpu:
+        log.info("Use CPU.")
+        return numpy, lambda: None
+    ids = _gpu_ids(flags)
+    if not backend.gpu_available():
+        log.warning("--gpu=%s asked for, but there is no usable GPU: %s; running on the CPU",
+                    flags.gpu, _no_gpu_reason())
+        log.info("Use CPU.")
+        return numpy, lambda: None
+    count = _device_count()
+    ids = list(range(count)) if ids is None else ids
+    while len(ids) > 1:
+        log.info("Not using GPU #%d for single-GPU function", ids.pop())
+    device = ids[0]
+    if not 0 <= device < count:
+        raise CaffeError(f"--gpu: no GPU with device ID {device} ({count} found: IDs 0 to "
+                         f"{count - 1})")
+    log.info("Use GPU with device ID %d", device)
+    log.info("GPU device name: %s", _device_name(device))
+    cupy = backend.cupy
+    cupy.cuda.Device(device).use()
+    return cupy, cupy.cuda.get_current_stream().synchronize
+
+
+def _progress(flags, total, desc):
+    """A tqdm bar on stderr, drawn only on a terminal; log lines print around it."""
+    stream = sys.stderr
+    shown = flags.progress and hasattr(stream, "isatty") and stream.isatty()
+    return tqdm(total=total, desc=desc, unit="iter", file=stream, disable=not shown,
+                leave=False, dynamic_ncols=True)
+
+
+def _build_net(flags, phase, xp):
+    from .net import Net
+    return Net(flags.model, phase=phase, level=flags.level, stages=_stages(flags), xp=xp)
+
+
+def _copy_weights(net, weights):
+    for path in (p for p in weights.split(",") if p):
+        log.info("Loading weights from %s", path)
+        net.copy_from(path)
+
+
+# --- train: the solver work (issue #4) replaces this stub --------------------------
+
+@command("train", "train or finetune a model")
+def cmd_train(flags):
+    raise CommandNotImplemented("'train' is not implemented in this version of "
+                                "pycaffe_lite; use 'test' or 'time', or the Python API")
+
+
+# --- test ------------------------------------------------------------------------------
+
+
+@command("test", "score a model")
+def cmd_test(flags):
+    """Forward ``--iterations`` batches; log every output and their means."""
+    if not flags.model:
+        raise UsageError("Need a model definition to score (--model).")
+    if not flags.weights:
+        raise UsageError("Need model weights to score (--weights).")
+    iterations = _iterations(flags)
+    phase = _phase(flags, TEST)
+    xp, _ = select_device(flags)
+    net = _build_net(flags, phase, xp)
+    _copy_weights(net, flags.weights)
+    log.info("Running for %d iterations.", iterations)
+    names = net.output_names
+    # Caffe sums in float; so do we, to print the same digits.
+    scores = collections.OrderedDict()
+    loss = numpy.float32(0)
+    with _progress(flags, iterations, "test") as bar:
+        for i in range(iterations):
+            loss += numpy.float32(net.forward_range())
+            for name in names:
+                values = backend.to_numpy(net.blobs[name].data).astype(
+                    numpy.float32).ravel()
+                if i == 0:
+                    scores[name] = values.copy()
+                else:
+                    scores[name] += values
+                for score in values:
+                    log.info("Batch %d, %s = %s", i, name, caffe_float(score))
+            bar.update()
+    loss /= numpy.float32(iterations)
+    log.info("Loss: %s", caffe_float(loss))
+    loss_weights = net.blob_loss_weights
+    for name, total in scores.items():
+        weight = numpy.float32(loss_weights.get(name, 0.0))
+        for summed in total:
+            mean = summed / numpy.float32(iterations)
+            suffix = ""
+            if weight:
+                suffix = f" (* {caffe_float(weight)} = {caffe_float(weight * mean)} loss)"
+            log.info("%s = %s%s", name, caffe_float(mean), suffix)
+    return 0
+
+
+# --- device_query ----------------------------------------------------------------
+
+_DEVICE_FIELDS = [
+    ("Major revision number", "major"),
+    ("Minor revision number", "minor"),
+    ("Name", "name"),
+    ("Total global memory", "totalGlobalMem"),
+    ("Total shared memory per block", "sharedMemPerBlock"),
+    ("Total registers per block", "regsPerBlock"),
+    ("Warp size", "warpSize"),
+    ("Maximum memory pitch", "memPitch"),
+    ("Maximum threads per block", "maxThreadsPerBlock"),
+    ("Maximum dimension of block", "maxThreadsDim"),
+    ("Maximum dimension of grid", "maxGridSize"),
+    ("Clock rate", "clockRate"),
+    ("Total constant memory", "totalConstMem"),
+    ("Texture alignment", "textureAlignment"),
+    ("Concurrent copy and execution", "deviceOverlap"),
+    ("Number of multiprocessors", "multiProcessorCount"),
+    ("Kernel execution timeout", "kernelExecTimeoutEnabled"),
+]
+
+
+def _show_property(value, key):
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value)
+    if key in ("deviceOverlap", "kernelExecTimeoutEnabled"):
+        return "Yes" if value else "No"
+    return str(value)
+
+
+@command("device_query", "show GPU diagnostic information")
+def cmd_device_query(flags):
+    """Caffe's DeviceQuery for each device --gpu names (all devices by default)."""
+    log.info("Querying GPUs %s", flags.gpu)
+    ids = _gpu_ids(flags) if flags.gpu else None
+    if not backend.gpu_available():
+        raise CaffeError(f"device_query: no usable GPU: {_no_gpu_reason()}")
+    count = _device_count()
+    for device in (range(count) if ids is None else ids):
+        if not 0 <= device < count:
+            raise CaffeError(f"--gpu: no GPU with device ID {device} ({count} found)")
+        props = backend.cupy.cuda.runtime.getDeviceProperties(device)
+        log.info("Device id:                     %d", device)
+        for label, key in _DEVICE_FIELDS:
+            if key in props:
+                log.info("%-31s%s", label + ":", _show_property(props[key], key))
+    return 0
+
+
+# --- time ------------------------------------------------------------------------------
+
+def _run_backward(layer, top, need, bottom):
+    """A layer's backward as Caffe's ``time`` calls it, for every layer.
+
+    A layer without a backward (data layers) may raise NotImplementedError; with
+    nothing asked of it, that is what Caffe's empty Backward does.
+    """
+    try:
+        layer.backward(top, need, bottom)
+    except NotImplementedError:
+        if any(need):
+            raise
+
+
+@command("time", "benchmark model execution time")
+def cmd_time(flags):
+    """Time each layer's forward and backward over ``--iterations`` passes."""
+    if not flags.model:
+        raise UsageError("Need a model definition to time (--model).")
+    iterations = _iterations(flags)
+    phase = _phase(flags, TRAIN)
+    xp, sync = select_device(flags)
+    net = _build_net(flags, phase, xp)
+    if flags.weights:
+        _copy_weights(net, flags.weights)
+    # A clean pass first, so that allocations are done before timing starts.
+    log.info("Performing Forward")
+    log.info("Initial loss: %s", caffe_float(net.forward_range()))
+    log.info("Performing Backward")
+    net.backward_range()
+    sync()
+
+    layers, bottoms, tops = net.layers, net.bottom_vecs, net.top_vecs
+    need = net.bottom_need_backward
+    forward_us = [0.0] * len(layers)
+    backward_us = [0.0] * len(layers)
+    forward_total = backward_total = 0.0
+    clock = _time.perf_counter
+    log.info("*** Benchmark begins ***")
+    log.info("Testing for %d iterations.", iterations)
+    bar = _progress(flags, iterations, "time")
+    total_start = clock()
+    with bar:
+        for j in range(iterations):
+            iter_start = clock()
+            for i, layer in enumerate(layers):
+                start = clock()
+                layer.run_forward(bottoms[i], tops[i])
+                sync()
+                forward_us[i] += (clock() - start) * 1e6
+            forward_total += (clock() - iter_start) * 1e6
+            backward_start = clock()
+            for i in reversed(range(len(layers))):
+                start = clock()
+                _run_backward(layers[i], tops[i], need[i], bottoms[i])
+                sync()
+                backward_us[i] += (clock() - start) * 1e6
+            backward_total += (clock() - backward_start) * 1e6
+            log.info("Iteration: %d forward-backward time: %s ms.", j + 1,
+                     caffe_float((clock() - iter_start) * 1e3))
+            bar.update()
+    log.info("Average time per layer: ")
+    for i, name in enumerate(net.layer_names):
+        log.info("%10s\tforward: %s ms.", name, caffe_float(forward_us[i] / 1000 / iterations))
+        log.info("%10s\tbackward: %s ms.", name,
+                 caffe_float(backward_us[i] / 1000 / iterations))
+    total_ms = (clock() - total_start) * 1e3
+    log.info("Average Forward pass: %s ms.", caffe_float(forward_total / 1000 / iterations))
+    log.info("Average Backward pass: %s ms.", caffe_float(backward_total / 1000 / iterations))
+    log.info("Average Forward-Backward: %s ms.", caffe_float(total_ms / iterations))
+    log.info("Total Time: %s ms.", caffe_float(total_ms))
+    log.info("*** Benchmark ends ***")
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------
+
+def _fail(message, status=1, show_usage=False):
+    if os.environ.get("PYCAFFE_LITE_DEBUG") == "1":
+        traceback.print_exc()
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    if show_usage:
+        sys.stderr.write("\n" + usage(with_flags=False)
+                         + f"\nRun '{PROG} --help' to list the flags.\n")
+    sys.stderr.flush()
+    return status
+
+
+def main(argv=None):
+    """Run ``caffe_lite``; returns the exit status (the console script exits with it)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        positional, flags = parse_flags(argv)
+    except UsageError as e:
+        return _fail(e, show_usage=e.show_usage)
+    if flags.help:
+        sys.stdout.write(usage())
+        return 0
+    if flags.version:
+        from . import __version__
+        sys.stdout.write(f"{PROG} version {__version__}\n")
+        return 0
+    if len(positional) != 1:
+        what = "no command given" if not positional else (
+            f"one command expected, got {len(positional)}: {' '.join(positional)}")
+        return _fail(what, show_usage=True)
+    name = positional[0]
+    if name not in COMMANDS:
+        return _fail(f"unknown command '{name}' (commands: {', '.join(COMMANDS)})",
+                     show_usage=True)
+    setup_logging(min_level=flags.minloglevel)
+    try:
+        return COMMANDS[name].run(flags) or 0
+    except UsageError as e:
+        return _fail(e, show_usage=e.show_usage)
+    except CommandNotImplemented as e:
+        return _fail(e, status=2)
+    except CaffeError as e:
+        return _fail(e)
+    except KeyboardInterrupt:
+        return _fail("interrupted", status=130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
