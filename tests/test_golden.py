@@ -88,7 +88,7 @@ def _golden_io(case, net):
                 bottom_data.append(case.get("inplace_in", after))
             else:
                 bottom_data.append(case.get("blob", x))
-            before = prev_in_place(i, x) if x in in_place[i] else None
+            before = prev_in_place(i, x)
             bottom_diff.append(case.get("inplace_top_diff", before) if before
                                else case.get("diff", x))
         for x in net.layer_tops[i]:

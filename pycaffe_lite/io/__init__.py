@@ -1,1 +1,18 @@
-"""Reading and writing Caffe files, and pycaffe's ``caffe.io`` helpers."""
+"""Reading and writing Caffe files, and pycaffe's ``caffe.io`` helpers.
+
+``files``: prototxt / caffemodel / solver readers and atomic writers;
+``upgrade``: old formats to V2 in memory; ``caffe_io``: pycaffe's ``caffe.io``
+functions, re-exported here so ``caffe.io.load_image`` works as in pycaffe.
+"""
+from .caffe_io import (  # noqa: F401
+    Transformer,
+    array_to_blobproto,
+    array_to_datum,
+    arraylist_to_blobprotovector_str,
+    blobproto_to_array,
+    blobprotovector_str_to_arraylist,
+    datum_to_array,
+    load_image,
+    oversample,
+    resize_image,
+)
