@@ -4,9 +4,10 @@
 1. Draws 6,000 digit images with OpenCV's fonts (random font, size, stroke,
    position and noise) and stores them as Caffe Datum records in two LMDBs,
    exactly as `convert_imageset` would.
-2. Fits a linear classifier in closed form (ridge regression), puts it into
-   a Caffe net (InnerProduct + SoftmaxWithLoss + Accuracy) and saves a
-   standard binary .caffemodel.
+2. Fits a softmax classifier with the net's own forward/backward (plain
+   gradient descent through the Python API), copies it into a Caffe test net
+   (Data + InnerProduct + SoftmaxWithLoss + Accuracy) and saves a standard
+   binary .caffemodel.
 3. Runs `caffe_lite test` and `caffe_lite time` on it, printing Caffe's log.
 
 Nothing is downloaded; everything lands in ./demo_out (or the folder given).
@@ -31,6 +32,15 @@ layer {{ name: "digits" type: "Data" top: "data" top: "label"
 layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
   inner_product_param {{ num_output: 10 }} }}
 layer {{ name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy" }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
+"""
+
+
+TRAIN_NET = """name: "DigitsLinearFit"
+layer {{ name: "data" type: "Input" top: "data" top: "label"
+  input_param {{ shape {{ dim: {n} dim: 1 dim: 28 dim: 28 }} shape {{ dim: {n} }} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param {{ num_output: 10 }} }}
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
 """
 
@@ -69,17 +79,31 @@ def main(out="demo_out"):
         write_lmdb(test_db, test_x, test_y)
     print(f"wrote {len(test_x)} test digits to {test_db}")
 
-    # Ridge regression on the training digits: W = (X'X + l I)^-1 X'Y.
-    x = numpy.hstack([train_x.reshape(len(train_x), -1) / 256.0, numpy.ones((len(train_x), 1))])
-    y = numpy.eye(10)[train_y] * 2 - 1
-    w = numpy.linalg.solve(x.T @ x + 10.0 * numpy.eye(x.shape[1]), x.T @ y)
+    # Fit the classifier with pycaffe_lite's own forward/backward: full-batch
+    # gradient descent with momentum on a softmax regression net.
+    train = os.path.join(out, "digits_train.prototxt")
+    with open(train, "w") as f:
+        f.write(TRAIN_NET.format(n=len(train_x)))
+    fit = caffe.Net(train, caffe.TRAIN)
+    fit.blobs["data"].data[...] = train_x[:, None] / 256.0
+    fit.blobs["label"].data[...] = train_y
+    velocity = [numpy.zeros_like(p.data) for p in fit.params["ip"]]
+    for step in range(300):
+        fit.clear_param_diffs()
+        loss = fit.forward_backward()
+        for v, p in zip(velocity, fit.params["ip"]):
+            v *= 0.9
+            v -= 0.5 * p.diff
+            p.data += v
+        if step % 100 == 0:
+            print(f"fitting: step {step}, training loss {loss:.4f}")
 
     model = os.path.join(out, "digits_linear.prototxt")
     with open(model, "w") as f:
         f.write(NET.format(source=test_db))
     net = caffe.Net(model, caffe.TEST)
-    net.params["ip"][0].data[...] = w[:-1].T
-    net.params["ip"][1].data[...] = w[-1]
+    for mine, fitted in zip(net.params["ip"], fit.params["ip"]):
+        mine.data[...] = fitted.data
     weights = os.path.join(out, "digits_linear.caffemodel")
     net.save(weights)
     print(f"saved the fitted classifier as {weights}")

@@ -321,6 +321,12 @@ class Net:
         for blob in self.learnable_params:
             blob.diff[...] = 0
 
+    def close(self):
+        """Stop background work (data prefetch threads) of every layer."""
+        for layer in self.layers:
+            if hasattr(layer, "close"):
+                layer.close()
+
     def reshape_all(self):
         for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
             layer.reshape(bottom, top)

@@ -135,5 +135,13 @@ class Net(CoreNet):
         return {name: numpy.concatenate(v)[:total] if total else numpy.concatenate(v)
                 for name, v in outputs.items()}
 
+    def set_input_arrays(self, data, labels):
+        """Feed a MemoryData first layer (pycaffe's ``Net.set_input_arrays``)."""
+        first = self.layers[0] if self.layers else None
+        if first is None or first.type != "MemoryData":
+            raise CaffeError("set_input_arrays needs a MemoryData layer as the net's first "
+                             "layer")
+        first.set_input_arrays(data, labels)
+
     def reshape(self):
         self.reshape_all()

@@ -1,0 +1,770 @@
+"""Data layers: the net's sources of blobs (no bottoms, no backward).
+
+* ``Input``: tops shaped by ``input_param``; the user fills them.
+* ``DummyData``: tops filled by fillers (constant ones once, others every pass).
+* ``MemoryData``: batches cut from arrays given with ``set_input_arrays``.
+* ``Data``: Datums read from an LMDB in key order by a prefetch thread.
+* ``ImageData``: image files listed with their labels in a text file.
+* ``HDF5Data``: rows of the datasets of the HDF5 files listed in a text file.
+* ``HDF5Output``: writes its two bottoms to an HDF5 file (no tops).
+
+``Data`` and ``ImageData`` pass every record through the
+:class:`~pycaffe_lite.data_transformer.DataTransformer` and load batches in a
+background thread (``data_param.prefetch`` batches ahead, default 4; 0 loads
+synchronously).  Batches come out in record order, wrapping to the first
+record when the source is exhausted (also in the middle of a batch).  The
+thread stops when the layer is garbage-collected or ``close()`` is called.
+"""
+import logging
+import os
+import queue
+import threading
+import types
+import weakref
+
+import numpy
+
+from pycaffe_lite import rng
+from pycaffe_lite.backend import to_numpy
+from pycaffe_lite.data_transformer import DataTransformer, TransformError
+from pycaffe_lite.errors import CaffeError, LayerError
+from pycaffe_lite.fillers import fill
+from pycaffe_lite.layer import Layer, register
+from pycaffe_lite.proto import caffe_pb2
+
+log = logging.getLogger("pycaffe_lite")
+
+
+class BaseDataLayer(Layer):
+    """Base of the data layers: no bottoms, nothing to do backward."""
+
+    exact_bottoms = 0
+    min_tops = 1
+
+    def reshape(self, bottom, top):
+        # Caffe's data layers size their tops at setup (and, for the
+        # prefetching ones, from each loaded batch); nothing to infer here.
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+    def _transformer(self):
+        """The DataTransformer of ``transform_param`` (errors name this layer)."""
+        legacy = self._legacy_transform_fields()
+        if legacy:
+            log.warning("layer '%s': %s set in the layer's data parameter is ignored (as "
+                        "Caffe ignores it in V2 nets); use transform_param", self.name,
+                        ", ".join(legacy))
+        try:
+            return DataTransformer(self.param.transform_param, self.phase, self.dtype)
+        except TransformError as e:
+            raise self.error(str(e)) from None
+
+    def _legacy_transform_fields(self):
+        for field in ("data_param", "image_data_param", "window_data_param"):
+            if self.param.HasField(field):
+                sub = getattr(self.param, field)
+                return [f"{field}.{name}" for name in ("scale", "mean_file", "crop_size",
+                                                       "mirror") if sub.HasField(name)]
+        return []
+
+
+# --- Input ---------------------------------------------------------------------
+
+@register("Input")
+class InputLayer(BaseDataLayer):
+    """Tops whose values the user sets (``net.blobs[name].data[...] = x``).
+
+    ``input_param.shape``: none (tops keep the shape they are given), one for
+    every top, or one per top.  No forward computation, no gradient.
+    Reshaping the blob by hand and calling ``net.reshape()`` keeps the new
+    shape (Caffe's Input has an empty Reshape).
+    """
+
+    def setup(self, bottom, top):
+        shapes = self.param.input_param.shape
+        if len(shapes) not in (0, 1, len(top)):
+            raise self.error(f"Must specify 'shape' once, once per top blob, or not at all: "
+                             f"{len(top)} tops vs. {len(shapes)} shapes")
+        for i, blob in enumerate(top):
+            if shapes:
+                shape = shapes[0 if len(shapes) == 1 else i]
+                if any(d < 0 for d in shape.dim):
+                    raise self.error(f"input_param.shape for top '{self.param.top[i]}' has a "
+                                     f"negative dimension: {list(shape.dim)}")
+                blob.reshape(tuple(shape.dim))
+
+
+# --- DummyData -------------------------------------------------------------------
+
+@register("DummyData", "DUMMY_DATA")
+class DummyDataLayer(BaseDataLayer):
+    """Tops filled by ``data_filler`` (constant 0 by default).
+
+    Shapes: ``shape`` (once or once per top) or the legacy ``num``,
+    ``channels``, ``height``, ``width`` (once or once per top).  Constant
+    fillers fill once at setup; other fillers refill on every forward.
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.dummy_data_param
+        n_top = len(top)
+        n_fill = len(p.data_filler)
+        if n_fill not in (0, 1, n_top):
+            raise self.error(f"Number of data fillers must be 0, 1 or equal to the number of "
+                             f"tops: {n_top} tops vs. {n_fill} data_fillers")
+        legacy = len(p.num)
+        if legacy and len(p.shape):
+            raise self.error("Both shape and legacy fields (num, channels, height, width) "
+                             "were specified")
+        count = legacy or len(p.shape)
+        if count not in (1, n_top):
+            raise self.error(f"Must specify 'shape' once, or once per top blob ({n_top}); "
+                             f"specified {count}")
+        if legacy:
+            for field in ("channels", "height", "width"):
+                if len(getattr(p, field)) != legacy:
+                    raise self.error(f"dummy_data_param: {legacy} 'num' values but "
+                                     f"{len(getattr(p, field))} '{field}' values; give as "
+                                     "many of each")
+        if n_fill == 0:
+            self.fillers = [caffe_pb2.FillerParameter(type="constant", value=0)]
+        else:
+            self.fillers = list(p.data_filler)
+        for i, blob in enumerate(top):
+            k = 0 if count == 1 else i
+            if legacy:
+                shape = (p.num[k], p.channels[k], p.height[k], p.width[k])
+            else:
+                shape = tuple(p.shape[k].dim)
+            blob.reshape(shape)
+        # Constant fillers fill once here, the others at every forward (as Caffe).
+        self.refill = [f.type != "constant" for f in self.fillers]
+        for i, blob in enumerate(top):
+            if not self.refill[i if len(self.fillers) > 1 else 0]:
+                self._fill(i, blob)
+
+    def _fill(self, i, blob):
+        filler = self.fillers[i if len(self.fillers) > 1 else 0]
+        try:
+            fill(blob, filler)
+        except CaffeError as e:
+            raise self.error(f"data_filler for top '{self.param.top[i]}': {e}") from None
+
+    def forward(self, bottom, top):
+        for i, blob in enumerate(top):
+            if self.refill[i if len(self.fillers) > 1 else 0]:
+                self._fill(i, blob)
+
+
+# --- MemoryData ------------------------------------------------------------------
+
+@register("MemoryData", "MEMORY_DATA")
+class MemoryDataLayer(BaseDataLayer):
+    """Batches cut in turn from arrays set with ``set_input_arrays(data, labels)``.
+
+    Tops: data (batch_size x channels x height x width) and labels (batch_size
+    at setup, batch_size x 1 x 1 x 1 once data is set, as Caffe).  The arrays
+    are used as they are (no copy, no transformation).
+    """
+
+    exact_tops = 2
+
+    def setup(self, bottom, top):
+        p = self.param.memory_data_param
+        self.batch_size = p.batch_size
+        self.channels, self.height, self.width = p.channels, p.height, p.width
+        if min(self.batch_size, self.channels, self.height, self.width) <= 0:
+            raise self.error(f"batch_size, channels, height, and width must be specified and "
+                             f"positive in memory_data_param, got {self.batch_size}, "
+                             f"{self.channels}, {self.height}, {self.width}")
+        self._data = self._labels = None
+        self._pos = 0
+        top[0].reshape((self.batch_size, self.channels, self.height, self.width))
+        top[1].reshape((self.batch_size,))
+
+    def set_input_arrays(self, data, labels):
+        """Use ``data`` (N x C x H x W float32) and ``labels`` (N or N x 1 x 1 x 1).
+
+        N must be a multiple of batch_size; batches are taken in order and
+        wrap around.
+        """
+        labels = numpy.asarray(labels)
+        if labels.ndim == 1:
+            labels = numpy.ascontiguousarray(labels[:, None, None, None])
+        self._check_array(data, "data array", (self.channels, self.height, self.width))
+        self._check_array(labels, "labels array", (1, 1, 1))
+        if data.shape[0] != labels.shape[0]:
+            raise self.error(f"data and labels must have the same first dimension, got "
+                             f"{data.shape[0]} and {labels.shape[0]}")
+        if data.shape[0] % self.batch_size:
+            raise self.error(f"first dimensions of input arrays must be a multiple of batch "
+                             f"size {self.batch_size}, got {data.shape[0]}")
+        if self.param.HasField("transform_param"):
+            log.warning("%s does not transform array data on Reset()", self.type)
+        self._data, self._labels = data, labels
+        self._pos = 0
+
+    reset = set_input_arrays
+
+    def _check_array(self, array, name, dims):
+        if not isinstance(array, numpy.ndarray) or not array.flags["C_CONTIGUOUS"]:
+            raise self.error(f"{name} must be a C contiguous NumPy array")
+        if array.ndim != 4:
+            raise self.error(f"{name} must be 4-d, got shape {array.shape}")
+        if array.dtype != numpy.float32:
+            raise self.error(f"{name} must be float32, got {array.dtype}")
+        if array.shape[1:] != dims:
+            raise self.error(f"{name} has wrong dimensions {array.shape[1:]}, expected "
+                             f"{dims} (channels, height, width)")
+
+    def set_batch_size(self, batch_size):
+        if batch_size <= 0:
+            raise self.error(f"batch size must be positive, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self._pos = 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape((self.batch_size, self.channels, self.height, self.width))
+        if self._data is not None:
+            top[1].reshape((self.batch_size, 1, 1, 1))
+        else:
+            top[1].reshape((self.batch_size,))
+
+    def forward(self, bottom, top):
+        if self._data is None:
+            raise self.error("MemoryDataLayer needs to be initialized by calling "
+                             "set_input_arrays (Reset) first")
+        if len(self._data) % self.batch_size:
+            raise self.error(f"the {len(self._data)} rows set are not a multiple of the "
+                             f"batch size {self.batch_size}")
+        xp = top[0].xp
+        rows = slice(self._pos, self._pos + self.batch_size)
+        top[0].data[...] = xp.asarray(self._data[rows])
+        top[1].data[...] = xp.asarray(self._labels[rows])
+        self._pos = (self._pos + self.batch_size) % len(self._data)
+
+
+# --- prefetching -------------------------------------------------------------------
+
+class _Failure:
+    def __init__(self, error):
+        self.error = error
+
+
+class _Prefetcher:
+    """Runs ``load`` (one batch per call) in a daemon thread, ``depth`` batches ahead.
+
+    Holds no reference to the layer, so the layer can be collected (which
+    stops the thread).  ``depth`` 0 loads synchronously in ``next()``.
+    """
+
+    def __init__(self, load, depth, name):
+        self._load = load
+        self._error = None
+        self._stop = threading.Event()
+        self._thread = None
+        if depth > 0:
+            self._queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                self._put(self._load())
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(_Failure(e))
+
+    def next(self):
+        if self._error is not None:
+            raise self._error
+        if self._stop.is_set():
+            raise CaffeError("the data prefetch thread was stopped (layer closed)")
+        if self._thread is None:
+            return self._load()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise CaffeError("the data prefetch thread died") from None
+        if isinstance(item, _Failure):
+            self._error = item.error
+            raise item.error
+        return item
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            while True:  # unblock a producer waiting for room
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=5)
+
+
+class PrefetchingDataLayer(BaseDataLayer):
+    """A data layer whose batches a background thread loads (Caffe's
+    BasePrefetchingDataLayer).  Subclasses make ``self._loader`` in ``setup``
+    (an object with ``load_batch() -> (data, labels)`` and ``close()``, holding
+    no reference to the layer) and then call ``_start(prefetch)``.  The
+    batch popped by ``reshape`` sizes the tops and is what ``forward`` copies.
+    """
+
+    min_tops = 1
+    max_tops = 2
+
+    def _start(self, depth):
+        self._pending = None
+        self._prefetch = _Prefetcher(self._loader.load_batch, depth,
+                                     f"{self.type} prefetch '{self.name}'")
+        self._finalizer = weakref.finalize(self, _shut_down, self._prefetch, self._loader)
+
+    def close(self):
+        """Stop the prefetch thread (also done when the layer is collected)."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+
+    def _next_batch(self):
+        try:
+            return self._prefetch.next()
+        except LayerError:
+            raise
+        except CaffeError as e:
+            raise self.error(str(e)) from None
+
+    def reshape(self, bottom, top):
+        if self._pending is None:
+            self._pending = self._next_batch()
+        data, labels = self._pending
+        top[0].reshape(data.shape)
+        if len(top) > 1:
+            top[1].reshape(labels.shape)
+
+    def forward(self, bottom, top):
+        if self._pending is None:
+            self.reshape(bottom, top)
+        data, labels = self._pending
+        self._pending = None
+        xp = top[0].xp
+        top[0].data[...] = xp.asarray(data)
+        if len(top) > 1:
+            top[1].data[...] = xp.asarray(labels)
+
+
+def _shut_down(prefetch, loader):
+    prefetch.stop()
+    loader.close()
+
+
+def _identity(name, type_name):
+    """A stand-in for the layer in LayerErrors raised by a loader."""
+    return types.SimpleNamespace(name=name, type=type_name)
+
+
+# --- Data (LMDB / LevelDB) --------------------------------------------------------------
+
+class _DatumLoader:
+    """Reads Datums from the database in key order, wrapping around."""
+
+    def __init__(self, reader, transformer, batch_size, skip, dtype, who):
+        self.reader = reader
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.skip = skip
+        self.dtype = dtype
+        self.who = who
+        self._records = None
+
+    def close(self):
+        if self._records is not None:
+            self._records.close()
+            self._records = None
+        self.reader.close()
+
+    def _next_record(self):
+        if self._records is None:
+            self._records = self.reader.records()
+            for _ in range(self.skip):
+                self._advance()
+        return self._advance()
+
+    def _advance(self):
+        record = next(self._records, None)
+        if record is None:
+            log.debug("Restarting data prefetching from start.")
+            self._records = self.reader.records()
+            record = next(self._records, None)
+            if record is None:
+                raise LayerError(self.who, f"the database {self.reader.path} is empty")
+        return record
+
+    def _datum(self, key, value):
+        datum = caffe_pb2.Datum()
+        try:
+            datum.ParseFromString(value)
+        except Exception:
+            raise LayerError(self.who, f"record {key.decode(errors='replace')!r} of "
+                                       f"{self.reader.path} is not a Datum") from None
+        return datum
+
+    def load_batch(self):
+        labels = numpy.empty(self.batch_size, dtype=self.dtype)
+        data = None
+        for i in range(self.batch_size):
+            key, value = self._next_record()
+            datum = self._datum(key, value)
+            try:
+                if data is None:
+                    # The first Datum of each batch decides the batch's shape.
+                    shape = self.transformer.infer_blob_shape(datum)
+                    data = numpy.empty((self.batch_size,) + shape[1:], dtype=self.dtype)
+                self.transformer.transform(datum, out=data[i])
+            except TransformError as e:
+                raise LayerError(self.who, f"record {key.decode(errors='replace')!r} of "
+                                           f"{self.reader.path}: {e}") from None
+            labels[i] = datum.label
+        return data, labels
+
+
+@register("Data", "DATA")
+class DataLayer(PrefetchingDataLayer):
+    """Datums from an LMDB (``data_param.source``), in key order, transformed.
+
+    Tops: data (batch_size x C x h x w, h x w = crop_size or the Datum's
+    size) and optionally label (batch_size).  ``rand_skip`` skips a random
+    number in [0, rand_skip) of records at the start.  LevelDB needs the
+    ``plyvel`` package.
+    """
+
+    def setup(self, bottom, top):
+        from pycaffe_lite.io.caffe_io import DBError, open_db
+        p = self.param.data_param
+        if p.batch_size <= 0:
+            raise self.error(f"data_param.batch_size must be positive, got {p.batch_size}")
+        try:
+            reader = open_db(p.source, p.backend, what="data_param.source")
+        except DBError as e:
+            raise self.error(str(e)) from None
+        try:
+            self._setup_from(reader, p, top)
+        except BaseException:
+            reader.close()
+            raise
+        log.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
+        self._start(p.prefetch)
+
+    def _setup_from(self, reader, p, top):
+        first = reader.first()
+        if first is None:
+            raise self.error(f"data_param.source '{p.source}' holds no records")
+        transformer = self._transformer()
+        skip = 0
+        if p.rand_skip:
+            skip = int(rng.generator().integers(p.rand_skip))
+            log.info("Skipping first %d data points.", skip)
+        self._loader = _DatumLoader(reader, transformer, p.batch_size, skip, self.dtype,
+                                    _identity(self.name, self.type))
+        # Shape from the record the first batch starts with.
+        key, value = first
+        if skip:
+            records = reader.records()
+            for _ in range(skip % len(reader) + 1):
+                key, value = next(records)
+            records.close()
+        datum = self._loader._datum(key, value)
+        try:
+            shape = transformer.infer_blob_shape(datum)
+        except TransformError as e:
+            raise self.error(f"record {key.decode(errors='replace')!r} of {p.source}: "
+                             f"{e}") from None
+        top[0].reshape((p.batch_size,) + shape[1:])
+        if len(top) > 1:
+            top[1].reshape((p.batch_size,))
+
+
+# --- ImageData ----------------------------------------------------------------------
+
+class _ImageLoader:
+    """Reads the listed images in turn (reshuffling at each pass if asked)."""
+
+    def __init__(self, lines, param, transformer, shuffle_rng, dtype, who):
+        self.lines = lines
+        self.pos = 0
+        self.p = param
+        self.transformer = transformer
+        self.shuffle_rng = shuffle_rng
+        self.dtype = dtype
+        self.who = who
+
+    def close(self):
+        pass
+
+    def read(self, index):
+        from pycaffe_lite.io.caffe_io import read_image
+        name, label, number = self.lines[index]
+        path = self.p.root_folder + name
+        img = read_image(path, self.p.new_height, self.p.new_width, self.p.is_color)
+        if img is None:
+            hint = ""
+            if self.p.root_folder and not self.p.root_folder.endswith("/"):
+                hint = " (root_folder is prefixed as it is: does it need a trailing '/'?)"
+            why = "does not exist" if not os.path.exists(path) else "is not a readable image"
+            raise LayerError(self.who, f"Could not load {path} ({self.p.source}:{number}): the "
+                                       f"file {why}{hint}")
+        return img, label, number
+
+    def shuffle(self):
+        order = self.shuffle_rng.permutation(len(self.lines))
+        self.lines = [self.lines[k] for k in order]
+
+    def load_batch(self):
+        batch_size = self.p.batch_size
+        labels = numpy.empty(batch_size, dtype=self.dtype)
+        data = None
+        for i in range(batch_size):
+            img, label, number = self.read(self.pos)
+            try:
+                if data is None:
+                    # The first image of each batch decides the batch's shape.
+                    shape = self.transformer.infer_blob_shape(img)
+                    data = numpy.empty((batch_size,) + shape[1:], dtype=self.dtype)
+                self.transformer.transform(img, out=data[i])
+            except TransformError as e:
+                name = self.lines[self.pos][0]
+                raise LayerError(self.who, f"image {name} ({self.p.source}:{number}): {e}") \
+                    from None
+            labels[i] = label
+            self.pos += 1
+            if self.pos >= len(self.lines):
+                log.debug("Restarting data prefetching from start.")
+                self.pos = 0
+                if self.p.shuffle:
+                    self.shuffle()
+        return data, labels
+
+
+@register("ImageData", "IMAGE_DATA")
+class ImageDataLayer(PrefetchingDataLayer):
+    """Images listed in ``image_data_param.source`` ("path label" per line).
+
+    Images are read by OpenCV (BGR; gray with ``is_color: false``), resized
+    to ``new_height`` x ``new_width`` when both are set, then transformed.
+    Paths are ``root_folder + path``.  Tops: data (batch_size x C x h x w,
+    the first image of each batch decides h x w) and label (batch_size).
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.image_data_param
+        who = _identity(self.name, self.type)
+        if (p.new_height == 0) != (p.new_width == 0) or p.new_height < 0 or p.new_width < 0:
+            raise self.error(f"new_height and new_width must be set together (both > 0), got "
+                             f"new_height {p.new_height}, new_width {p.new_width}")
+        if p.batch_size <= 0:
+            raise self.error(f"image_data_param.batch_size must be positive, got "
+                             f"{p.batch_size}")
+        from pycaffe_lite.io.caffe_io import read_image_list
+        try:
+            lines = read_image_list(p.source)
+        except CaffeError as e:
+            raise self.error(f"image_data_param.source: {e}") from None
+        if not lines:
+            raise self.error(f"image_data_param.source '{p.source}': File is empty")
+        transformer = self._transformer()
+        shuffle_rng = None
+        if p.shuffle:
+            shuffle_rng = numpy.random.default_rng(int(rng.generator().integers(1 << 63)))
+        loader = _ImageLoader(lines, p, transformer, shuffle_rng, self.dtype, who)
+        if p.shuffle:
+            log.info("Shuffling data")
+            loader.shuffle()
+        log.info("A total of %d images.", len(lines))
+        if p.rand_skip:
+            skip = int(rng.generator().integers(p.rand_skip))
+            log.info("Skipping first %d data points.", skip)
+            if skip >= len(lines):
+                raise self.error(f"Not enough points to skip: rand_skip drew {skip}, the list "
+                                 f"has {len(lines)} images")
+            loader.pos = skip
+        img, _, number = loader.read(loader.pos)
+        try:
+            shape = transformer.infer_blob_shape(img)
+        except TransformError as e:
+            raise self.error(f"image {loader.lines[loader.pos][0]} ({p.source}:{number}): "
+                             f"{e}") from None
+        top[0].reshape((p.batch_size,) + shape[1:])
+        if len(top) > 1:
+            top[1].reshape((p.batch_size,))
+        self._loader = loader
+        self._start(self.param.data_param.prefetch)
+
+
+# --- HDF5Data ---------------------------------------------------------------------------
+
+@register("HDF5Data", "HDF5_DATA")
+class HDF5DataLayer(BaseDataLayer):
+    """Rows of the HDF5 files listed in ``hdf5_data_param.source`` (one per line).
+
+    Each top reads the dataset of its own name; all of them must have the
+    same number of rows.  Top i: batch_size x (the dataset's trailing dims).
+    Rows are taken in order, file after file, wrapping around; ``shuffle``
+    permutes the files and the rows within each file (again at each pass).
+    Relative file names are relative to the current directory, as in Caffe.
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.hdf5_data_param
+        if self.param.HasField("transform_param"):
+            raise self.error(f"{self.type} does not transform data (remove transform_param)")
+        if p.batch_size <= 0:
+            raise self.error(f"hdf5_data_param.batch_size must be positive, got "
+                             f"{p.batch_size}")
+        try:
+            with open(p.source, encoding="utf-8") as f:
+                self.filenames = f.read().split()
+        except OSError as e:
+            raise self.error(f"Failed to open source file: hdf5_data_param.source "
+                             f"'{p.source}': {e.strerror}") from None
+        if not self.filenames:
+            raise self.error(f"Must have at least 1 HDF5 filename listed in {p.source}")
+        log.info("Number of HDF5 files: %d", len(self.filenames))
+        self.shuffle = p.shuffle
+        self.file_permutation = numpy.arange(len(self.filenames))
+        if self.shuffle:
+            rng.generator().shuffle(self.file_permutation)
+        self.current_file = 0
+        self._load(self.filenames[self.file_permutation[0]])
+        self.current_row = 0
+        for blob, array in zip(top, self.arrays):
+            blob.reshape((p.batch_size,) + array.shape[1:])
+        self.row_shapes = [a.shape[1:] for a in self.arrays]
+
+    def _load(self, filename):
+        import h5py
+        if not os.path.isfile(filename):
+            raise self.error(f"Failed opening HDF5 file: {filename} does not exist (listed in "
+                             f"{self.param.hdf5_data_param.source}; relative paths are "
+                             f"relative to the current directory {os.getcwd()})")
+        arrays = []
+        try:
+            with h5py.File(filename, "r") as f:
+                for name in self.param.top:
+                    if name not in f:
+                        raise self.error(f"HDF5 file {filename} has no dataset '{name}' for "
+                                         f"the top of that name (datasets: "
+                                         f"{', '.join(f.keys()) or 'none'})")
+                    dataset = f[name]
+                    if dataset.dtype.kind not in "fiub":
+                        raise self.error(f"dataset '{name}' of {filename} holds "
+                                         f"{dataset.dtype}, expected float or integer data")
+                    arrays.append(numpy.asarray(dataset[()], dtype=self.dtype))
+        except OSError as e:
+            raise self.error(f"Failed opening HDF5 file: {filename}: {e}") from None
+        for name, array in zip(self.param.top, arrays):
+            if array.ndim < 1:
+                raise self.error(f"dataset '{name}' of {filename} is a scalar; it must have "
+                                 "at least 1 axis (rows)")
+        rows = arrays[0].shape[0]
+        for name, array in zip(self.param.top, arrays):
+            if array.shape[0] != rows:
+                raise self.error(f"datasets of {filename} differ in their number of rows: "
+                                 f"'{self.param.top[0]}' has {rows}, '{name}' has "
+                                 f"{array.shape[0]}")
+        if rows == 0:
+            raise self.error(f"HDF5 file {filename} holds no rows")
+        if hasattr(self, "row_shapes"):
+            for name, array, shape in zip(self.param.top, arrays, self.row_shapes):
+                if array.shape[1:] != shape:
+                    raise self.error(f"dataset '{name}' of {filename} has rows of shape "
+                                     f"{array.shape[1:]}, the first file's have {shape}")
+        self.arrays = arrays
+        self.data_permutation = numpy.arange(rows)
+        if self.shuffle:
+            rng.generator().shuffle(self.data_permutation)
+
+    def _next(self):
+        self.current_row += 1
+        if self.current_row == self.arrays[0].shape[0]:
+            if len(self.filenames) > 1:
+                self.current_file += 1
+                if self.current_file == len(self.filenames):
+                    self.current_file = 0
+                    if self.shuffle:
+                        rng.generator().shuffle(self.file_permutation)
+                self._load(self.filenames[self.file_permutation[self.current_file]])
+            self.current_row = 0
+            if self.shuffle:
+                rng.generator().shuffle(self.data_permutation)
+
+    def forward(self, bottom, top):
+        batch_size = self.param.hdf5_data_param.batch_size
+        batches = [numpy.empty((batch_size,) + shape, dtype=self.dtype)
+                   for shape in self.row_shapes]
+        for i in range(batch_size):
+            row = self.data_permutation[self.current_row]
+            for batch, array in zip(batches, self.arrays):
+                batch[i] = array[row]
+            self._next()
+        for blob, batch in zip(top, batches):
+            blob.data[...] = blob.xp.asarray(batch)
+
+
+# --- HDF5Output -------------------------------------------------------------------------
+
+@register("HDF5Output", "HDF5_OUTPUT")
+class HDF5OutputLayer(Layer):
+    """Writes bottom 0 to dataset "data" and bottom 1 to "label" of
+    ``hdf5_output_param.file_name`` (created at setup, rewritten at every
+    forward) as num x channels x height x width arrays.  No tops; backward
+    does nothing.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 0
+
+    def setup(self, bottom, top):
+        import h5py
+        self.file_name = self.param.hdf5_output_param.file_name
+        if not self.file_name:
+            raise self.error("hdf5_output_param.file_name is not set")
+        try:
+            h5py.File(self.file_name, "w").close()
+        except OSError as e:
+            raise self.error(f"Failed to open HDF5 file {self.file_name} for writing: "
+                             f"{e}") from None
+
+    def reshape(self, bottom, top):
+        if bottom[0].num != bottom[1].num:
+            raise self.error(f"data blob '{self.param.bottom[0]}' and label blob "
+                             f"'{self.param.bottom[1]}' must have the same batch size, got "
+                             f"{bottom[0].num} and {bottom[1].num}")
+
+    def forward(self, bottom, top):
+        import h5py
+        with h5py.File(self.file_name, "a") as f:
+            for name, blob in (("data", bottom[0]), ("label", bottom[1])):
+                shape = (blob.num, blob.channels, blob.height, blob.width)
+                if name in f:
+                    del f[name]
+                f.create_dataset(name, data=to_numpy(blob.data).reshape(shape))
+        log.info("Successfully saved %d rows", bottom[0].num)
+
+    def backward(self, top, propagate_down, bottom):
+        pass

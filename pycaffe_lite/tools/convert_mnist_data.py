@@ -1,0 +1,100 @@
+"""convert_mnist_data: MNIST idx files -> an LMDB of Datums (Caffe's tool).
+
+    convert_mnist_data [FLAGS] INPUT_IMAGE_FILE INPUT_LABEL_FILE OUTPUT_DB
+
+Reads the idx3 images and idx1 labels (plain or gzip-compressed) and stores
+record i under the key ``%08d`` as a Datum of 1 x rows x cols raw uint8
+pixels with its label, as Caffe's examples/mnist/convert_mnist_data.cpp.
+OUTPUT_DB must not exist.  Flag: -backend {lmdb, leveldb} (gflags style).
+"""
+import argparse
+import gzip
+import logging
+import sys
+
+import numpy
+from tqdm import tqdm
+
+from pycaffe_lite.errors import CaffeError
+from pycaffe_lite.tools.convert_imageset import FLAGS_NOTE, run_tool
+
+log = logging.getLogger("pycaffe_lite")
+
+USAGE = ("This script converts the MNIST dataset to\n"
+         "the lmdb/leveldb format used by Caffe to load data.\n"
+         "Usage:\n"
+         "    convert_mnist_data [FLAGS] input_image_file input_label_file output_db_file\n"
+         "The MNIST dataset could be downloaded at\n"
+         "    http://yann.lecun.com/exdb/mnist/\n"
+         "You should gunzip them after downloading, or directly use data/mnist/get_mnist.sh\n"
+         "(gzip-compressed files are accepted here as well)\n")
+
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="convert_mnist_data", description=USAGE, epilog=FLAGS_NOTE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="lmdb", help="The backend for storing the result")
+    p.add_argument("image_file", metavar="INPUT_IMAGE_FILE")
+    p.add_argument("label_file", metavar="INPUT_LABEL_FILE")
+    p.add_argument("output_db", metavar="OUTPUT_DB")
+    return p
+
+
+def read_idx(path, magic, what):
+    """(header ints after the magic, payload bytes) of an idx file, gzip or not."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CaffeError(f"Unable to open file {path} ({what}): {e.strerror}") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise CaffeError(f"{path}: corrupt gzip file: {e}") from None
+    dims = 3 if magic == IMAGE_MAGIC else 1
+    header = 4 * (1 + dims)
+    if len(data) < header:
+        raise CaffeError(f"{path}: too short for an idx {what} file")
+    values = numpy.frombuffer(data[:header], dtype=">u4").astype(int)
+    if values[0] != magic:
+        raise CaffeError(f"{path}: Incorrect {what} file magic: {values[0]}, expected {magic}")
+    return [int(v) for v in values[1:]], data[header:]
+
+
+def convert(image_file, label_file, db_path, backend="lmdb"):
+    """Write the database; returns the number of records."""
+    from pycaffe_lite.io.caffe_io import create_db
+    from pycaffe_lite.proto import caffe_pb2
+    (num_items, rows, cols), pixels = read_idx(image_file, IMAGE_MAGIC, "image")
+    (num_labels,), labels = read_idx(label_file, LABEL_MAGIC, "label")
+    if num_items != num_labels:
+        raise CaffeError(f"{image_file} holds {num_items} images but {label_file} holds "
+                         f"{num_labels} labels")
+    size = rows * cols
+    if len(pixels) < num_items * size or len(labels) < num_items:
+        raise CaffeError(f"{image_file} / {label_file}: truncated (the header announces "
+                         f"{num_items} items of {rows} x {cols})")
+    log.info("A total of %d items.", num_items)
+    log.info("Rows: %d Cols: %d", rows, cols)
+    with create_db(db_path, backend) as db:   # removed again if anything below fails
+        for item in tqdm(range(num_items), desc="convert_mnist_data", unit="img",
+                         disable=None):
+            datum = caffe_pb2.Datum(channels=1, height=rows, width=cols,
+                                    data=pixels[item * size:(item + 1) * size],
+                                    label=labels[item])
+            db.put(f"{item:08d}", datum.SerializeToString())
+    log.info("Processed %d files.", num_items)
+    return num_items
+
+
+def main(argv=None):
+    def body(args):
+        convert(args.image_file, args.label_file, args.output_db, args.backend)
+    return run_tool("convert_mnist_data", parser(), argv, body, (), ("backend",))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
