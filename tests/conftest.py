@@ -14,3 +14,21 @@ def shared():
     if not SHARED.is_dir():
         pytest.skip(f"test material not found at {SHARED} (set PYCAFFE_LITE_SHARED)")
     return SHARED
+
+
+def _backends():
+    """NumPy always; CuPy when a CUDA device is usable, else a skip that says why."""
+    from pycaffe_lite.backend import gpu_available
+    yield pytest.param("numpy", id="numpy")
+    yield pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not gpu_available(), reason="no CuPy with a usable CUDA device on this machine")])
+
+
+@pytest.fixture(params=list(_backends()))
+def xp(request):
+    """The array module a layer test runs on (parametrised over backends)."""
+    if request.param == "cupy":
+        import cupy
+        return cupy
+    import numpy
+    return numpy

@@ -2,7 +2,6 @@
 
 Forward within 1e-5 and backward within 1e-4 of each array's largest value.
 """
-import numpy
 import pytest
 
 from golden import Case, assert_close, cases

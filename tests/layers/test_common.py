@@ -11,26 +11,12 @@ import numpy
 import pytest
 from google.protobuf import text_format
 
-from pycaffe_lite.backend import gpu_available, to_numpy
+from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import create_layer, layer_class
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
-
-
-def _backends():
-    yield pytest.param(numpy, id="numpy")
-    if gpu_available():
-        import cupy
-        yield pytest.param(cupy, id="cupy", marks=pytest.mark.gpu)
-    else:
-        yield pytest.param(None, id="cupy", marks=pytest.mark.skip(reason="no CuPy / GPU"))
-
-
-@pytest.fixture(params=list(_backends()))
-def xp(request):
-    return request.param
 
 
 def rand(*shape, seed=0):

@@ -10,7 +10,7 @@ import numpy
 import pytest
 from google.protobuf import text_format
 
-from pycaffe_lite.backend import gpu_available, to_numpy
+from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import layer_class
 from pycaffe_lite.layers.loss import (
@@ -20,16 +20,6 @@ from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
 Mode = caffe_pb2.LossParameter
-
-
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
-def xp(request):
-    if request.param == "numpy":
-        return numpy
-    if not gpu_available():
-        pytest.skip("CuPy with a CUDA device is not available")
-    import cupy
-    return cupy
 
 
 def rng(seed=0):

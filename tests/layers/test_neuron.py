@@ -12,27 +12,13 @@ import numpy
 import pytest
 
 from pycaffe_lite import rng
-from pycaffe_lite.backend import gpu_available, to_numpy
+from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import TEST, TRAIN, create_layer, layer_class
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
 SHAPE = (2, 3, 4, 5)
-
-
-def _backends():
-    yield pytest.param(numpy, id="numpy")
-    if gpu_available():
-        import cupy
-        yield pytest.param(cupy, id="cupy", marks=pytest.mark.gpu)
-    else:
-        yield pytest.param(None, id="cupy", marks=pytest.mark.skip(reason="no CuPy / GPU"))
-
-
-@pytest.fixture(params=list(_backends()))
-def xp(request):
-    return request.param
 
 
 def _input(shape=SHAPE, seed=0, low=None, high=None, avoid=(), margin=2e-2):

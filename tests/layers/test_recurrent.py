@@ -3,24 +3,14 @@ through the shared checker, hidden-state carry-over, shapes and errors."""
 import numpy
 import pytest
 
-from pycaffe_lite.backend import gpu_available, to_numpy
+from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
 
-def _backends():
-    params = [pytest.param("numpy", id="numpy")]
-    params.append(pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(
-        not gpu_available(), reason="CuPy with a CUDA device is not available")))
-    return params
 
 
-@pytest.fixture(params=_backends())
-def xp(request):
-    if request.param == "cupy":
-        import cupy
-        return cupy
-    return numpy
+
 
 
 def sig(z):
