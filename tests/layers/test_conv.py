@@ -5,6 +5,7 @@ import numpy
 import pytest
 from pycaffe_lite.layers import conv
 
+from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
@@ -103,38 +104,39 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("shape,m,kernel,stride,pad,dilation,group", CONV_CASES)
-def test_convolution_matches_naive(shape, m, kernel, stride, pad, dilation, group):
+def test_convolution_matches_naive(shape, m, kernel, stride, pad, dilation, group, xp):
     x = _rand(*shape)
     lp = _conv_param(num_output=m, extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
-    layer, bottom, top = make_layer(lp, [x])
-    w, b = layer.blobs[0].data, layer.blobs[1].data
+    layer, bottom, top = make_layer(lp, [x], xp=xp)
+    w, b = to_numpy(layer.blobs[0].data), to_numpy(layer.blobs[1].data)
     assert w.shape == (m, shape[1] // group) + kernel
     layer.forward(bottom, top)
-    numpy.testing.assert_allclose(top[0].data, naive_conv(x, w, b, stride, pad, dilation, group),
+    numpy.testing.assert_allclose(to_numpy(top[0].data),
+                                  naive_conv(x, w, b, stride, pad, dilation, group),
                                   rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("shape,m,kernel,stride,pad,dilation,group", CONV_CASES)
-def test_deconvolution_matches_naive(shape, m, kernel, stride, pad, dilation, group):
+def test_deconvolution_matches_naive(shape, m, kernel, stride, pad, dilation, group, xp):
     x = _rand(*shape)
     lp = _conv_param("Deconvolution", num_output=m,
                      extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
-    layer, bottom, top = make_layer(lp, [x])
-    w, b = layer.blobs[0].data, layer.blobs[1].data
+    layer, bottom, top = make_layer(lp, [x], xp=xp)
+    w, b = to_numpy(layer.blobs[0].data), to_numpy(layer.blobs[1].data)
     assert w.shape == (shape[1], m // group) + kernel
     expected = naive_deconv(x, w, b, stride, pad, dilation, group)
     assert top[0].shape == expected.shape
     layer.forward(bottom, top)
-    numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-10, atol=1e-10)
+    numpy.testing.assert_allclose(to_numpy(top[0].data), expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("type_", ["Convolution", "Deconvolution"])
 @pytest.mark.parametrize("case", [0, 1, 2, 4, 5, 6, 7])
-def test_conv_gradient(type_, case):
+def test_conv_gradient(type_, case, xp):
     shape, m, kernel, stride, pad, dilation, group = CONV_CASES[case]
     lp = _conv_param(type_, num_output=m, bias=case % 2 == 0,
                      extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
-    layer, bottom, top = make_layer(lp, [_rand(*shape)])
+    layer, bottom, top = make_layer(lp, [_rand(*shape)], xp=xp)
     check_gradient(layer, bottom, top, max_elements=60)
 
 
@@ -162,22 +164,27 @@ def test_conv_axis_and_leading_dims():
     numpy.testing.assert_allclose(top[0].data, expected.reshape(2, 3, 5, 4, 4), rtol=1e-10)
 
 
-@pytest.mark.parametrize("budget,pointwise_step", [(1, 1), (1 << 30, 3)])
-def test_chunking_does_not_change_results(monkeypatch, budget, pointwise_step):
-    """One sample per GEMM and the whole batch per GEMM give the same numbers."""
+@pytest.mark.parametrize("budget,pointwise_step", [(1, 1), (150, 1), (1 << 30, 3)])
+@pytest.mark.parametrize("type_", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("shape,m,kernel,stride,pad,dilation,group", [
+    ((5, 4, 6, 6), 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    ((5, 4, 6, 6), 4, (1, 1), (1, 1), (0, 0), (1, 1), 2),
+    CONV_CASES[1], CONV_CASES[7]])
+def test_chunking_does_not_change_results(monkeypatch, budget, pointwise_step, type_, shape, m,
+                                          kernel, stride, pad, dilation, group):
+    """Sample by sample, bands of output rows (a sample over budget), or the whole
+    batch per GEMM: the same numbers."""
     monkeypatch.setattr(conv, "_COL_BUDGET_CPU", budget)
     monkeypatch.setattr(conv._ColumnChunks, "pointwise_step_cpu", pointwise_step)
-    for kernel, pad in ((3, 1), (1, 0)):
-        for type_ in ("Convolution", "Deconvolution"):
-            x = _rand(5, 4, 6, 6)
-            lp = _conv_param(type_, num_output=4, extra=f"kernel_size: {kernel} pad: {pad} group: 2")
-            layer, bottom, top = make_layer(lp, [x])
-            w, b = layer.blobs[0].data, layer.blobs[1].data
-            naive = naive_conv if type_ == "Convolution" else naive_deconv
-            layer.forward(bottom, top)
-            numpy.testing.assert_allclose(top[0].data, naive(x, w, b, (1, 1), (pad, pad), (1, 1), 2),
-                                          rtol=1e-10, atol=1e-10)
-            check_gradient(layer, bottom, top, max_elements=30)
+    x = _rand(*shape)
+    lp = _conv_param(type_, num_output=m, extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
+    layer, bottom, top = make_layer(lp, [x])
+    w, b = layer.blobs[0].data, layer.blobs[1].data
+    naive = naive_conv if type_ == "Convolution" else naive_deconv
+    layer.forward(bottom, top)
+    numpy.testing.assert_allclose(top[0].data, naive(x, w, b, stride, pad, dilation, group),
+                                  rtol=1e-10, atol=1e-10)
+    check_gradient(layer, bottom, top, max_elements=30)
 
 
 def test_conv_rect_fields_and_float32():
@@ -251,12 +258,13 @@ def test_effective_weight_override():
     ((2, 2, 7, 6), (3, 2), (2, 3), (1, 1), (2, 1)),
     ((2, 2, 8), (3,), (2,), (2,), (1,)),
 ])
-def test_im2col_matches_naive_and_gradient(shape, kernel, stride, pad, dilation):
+def test_im2col_matches_naive_and_gradient(shape, kernel, stride, pad, dilation, xp):
     x = _rand(*shape)
     lp = f'type: "Im2col" convolution_param {{ {_spec(kernel, stride, pad, dilation)} }}'
-    layer, bottom, top = make_layer(lp, [x])
+    layer, bottom, top = make_layer(lp, [x], xp=xp)
     layer.forward(bottom, top)
-    numpy.testing.assert_array_equal(top[0].data, naive_im2col(x, kernel, stride, pad, dilation))
+    numpy.testing.assert_array_equal(to_numpy(top[0].data),
+                                     naive_im2col(x, kernel, stride, pad, dilation))
     check_gradient(layer, bottom, top, max_elements=60)
 
 
@@ -277,22 +285,22 @@ def test_col2im_is_adjoint_of_im2col():
     ((2, 10), 1, True, False),
     ((3, 2, 4), -1, True, True),
 ])
-def test_inner_product(shape, axis, transpose, bias):
+def test_inner_product(shape, axis, transpose, bias, xp):
     x = _rand(*shape)
     lp = (f'type: "InnerProduct" inner_product_param {{ num_output: 6 axis: {axis} '
           f'transpose: {str(transpose).lower()} bias_term: {str(bias).lower()} '
           f'weight_filler {{ type: "gaussian" std: 0.5 }} bias_filler {{ type: "gaussian" std: 0.5 }} }}')
-    layer, bottom, top = make_layer(lp, [x])
+    layer, bottom, top = make_layer(lp, [x], xp=xp)
     ax = axis % len(shape)
     k = int(numpy.prod(shape[ax:]))
-    w = layer.blobs[0].data
+    w = to_numpy(layer.blobs[0].data)
     assert w.shape == ((k, 6) if transpose else (6, k))
     layer.forward(bottom, top)
     expected = x.reshape(-1, k) @ (w if transpose else w.T)
     if bias:
-        expected = expected + layer.blobs[1].data
+        expected = expected + to_numpy(layer.blobs[1].data)
     assert top[0].shape == shape[:ax] + (6,)
-    numpy.testing.assert_allclose(top[0].data.reshape(-1, 6), expected, rtol=1e-12)
+    numpy.testing.assert_allclose(to_numpy(top[0].data).reshape(-1, 6), expected, rtol=1e-12)
     check_gradient(layer, bottom, top, max_elements=60)
 
 
@@ -344,7 +352,7 @@ def test_geometry_ranges_cover_all_positions():
         if out <= 0:
             continue
         for off in range(k):
-            (lo, hi, src), = geom._ranges((off,), (size,), (out,))
+            (lo, hi, src), = geom.axis_ranges((off,), (size,), (out,))
             inside = [o for o in range(out) if 0 <= o * s - p + off * d < size]
             assert list(range(lo, hi)) == inside
             assert list(range(size))[src] == [o * s - p + off * d for o in inside]

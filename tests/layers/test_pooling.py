@@ -6,6 +6,7 @@ import pytest
 from pycaffe_lite.layers import pooling
 
 from pycaffe_lite import rng
+from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.layer import TEST, TRAIN
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
@@ -107,21 +108,21 @@ GEOMETRIES = [
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,kernel,stride,pad", GEOMETRIES)
-def test_pooling_matches_caffe_loops(method, shape, kernel, stride, pad):
+def test_pooling_matches_caffe_loops(method, shape, kernel, stride, pad, xp):
     x = numpy.random.RandomState(1).standard_normal(shape)
     dy_seed = numpy.random.RandomState(2)
     lp = _pool_param(method, kernel, stride, pad) + (' top: "y" top: "mask"' if method == "MAX" else "")
-    layer, bottom, top = make_layer(lp, [x])
+    layer, bottom, top = make_layer(lp, [x], xp=xp)
     layer.forward(bottom, top)
     dy = dy_seed.standard_normal(top[0].shape)
     expected, mask, dx = caffe_pool(x, method, *kernel, *stride, *pad, dy=dy)
     assert top[0].shape == expected.shape
-    numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(to_numpy(top[0].data), expected, rtol=1e-12, atol=1e-12)
     if method == "MAX":
-        numpy.testing.assert_array_equal(top[1].data, mask)
-    top[0].diff[...] = dy
+        numpy.testing.assert_array_equal(to_numpy(top[1].data), mask)
+    top[0].diff[...] = xp.asarray(dy)
     layer.backward(top, [True], bottom)
-    numpy.testing.assert_allclose(bottom[0].diff, dx, rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(to_numpy(bottom[0].diff), dx, rtol=1e-12, atol=1e-12)
 
 
 def test_max_ties_go_to_first_in_row_major_order():
@@ -177,33 +178,33 @@ def test_floor_round_mode():
 @pytest.mark.parametrize("shape,kernel,stride", [((2, 3, 7, 7), (3, 3), (2, 2)),
                                                  ((2, 2, 5, 6), (2, 3), (2, 1)),
                                                  ((1, 2, 6, 6), (6, 6), (1, 1))])
-def test_stochastic_matches_caffe_kernels(shape, kernel, stride):
+def test_stochastic_matches_caffe_kernels(shape, kernel, stride, xp):
     x = numpy.random.RandomState(7).uniform(0, 1, shape)
     x[0, 0, :3, :3] = 0                                          # all-zero windows
     lp = _pool_param("STOCHASTIC", kernel, stride)
     rng.set_random_seed(11)
-    layer, bottom, top = make_layer(lp, [x], phase=TRAIN)
+    layer, bottom, top = make_layer(lp, [x], phase=TRAIN, xp=xp)
     rng.set_random_seed(12)
     layer.forward(bottom, top)
     rng.set_random_seed(12)
     u = rng.generator().random(top[0].shape)
     dy = numpy.random.RandomState(8).standard_normal(top[0].shape)
     expected, _, dx = caffe_pool(x, "STOCHASTIC", *kernel, *stride, 0, 0, dy=dy, u=u)
-    numpy.testing.assert_array_equal(top[0].data, expected)
-    top[0].diff[...] = dy
+    numpy.testing.assert_allclose(to_numpy(top[0].data), expected, rtol=1e-12)
+    top[0].diff[...] = xp.asarray(dy)
     layer.backward(top, [True], bottom)
-    numpy.testing.assert_allclose(bottom[0].diff, dx, rtol=1e-12)
+    numpy.testing.assert_allclose(to_numpy(bottom[0].diff), dx, rtol=1e-12)
 
-    test_layer, bottom, top = make_layer(lp, [x], phase=TEST)
+    test_layer, bottom, top = make_layer(lp, [x], phase=TEST, xp=xp)
     test_layer.forward(bottom, top)
     expected, _, _ = caffe_pool(x, "STOCHASTIC", *kernel, *stride, 0, 0, phase=TEST)
-    numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-12)
+    numpy.testing.assert_allclose(to_numpy(top[0].data), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,kernel,stride,pad", [GEOMETRIES[i] for i in (0, 2, 3, 5, 7)])
-def test_pooling_gradient(method, shape, kernel, stride, pad):
-    layer, bottom, top = make_layer(_pool_param(method, kernel, stride, pad), [_distinct(*shape)])
+def test_pooling_gradient(method, shape, kernel, stride, pad, xp):
+    layer, bottom, top = make_layer(_pool_param(method, kernel, stride, pad), [_distinct(*shape)], xp=xp)
     check_gradient(layer, bottom, top, max_elements=80)
 
 
@@ -275,18 +276,18 @@ def spp_reference(x, height, method, dy=None):
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("shape,height", [((2, 3, 13, 13), 3), ((2, 2, 7, 9), 2), ((1, 2, 8, 8), 4)])
-def test_spp(method, shape, height):
+def test_spp(method, shape, height, xp):
     x = _distinct(*shape)
     layer, bottom, top = make_layer(f'type: "SPP" spp_param {{ pyramid_height: {height} pool: {method} }}',
-                                    [x])
+                                    [x], xp=xp)
     dy = numpy.random.RandomState(12).standard_normal(top[0].shape)
     expected, dx = spp_reference(x, height, method, dy)
     assert top[0].shape == expected.shape
     layer.forward(bottom, top)
-    numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-12)
-    top[0].diff[...] = dy
+    numpy.testing.assert_allclose(to_numpy(top[0].data), expected, rtol=1e-12)
+    top[0].diff[...] = xp.asarray(dy)
     layer.backward(top, [True], bottom)
-    numpy.testing.assert_allclose(bottom[0].diff, dx, rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(to_numpy(bottom[0].diff), dx, rtol=1e-12, atol=1e-12)
     check_gradient(layer, bottom, top, max_elements=40)
 
 
@@ -313,9 +314,11 @@ def test_v1_aliases(type_, alias):
 def test_phase_layout_roundtrip():
     """Splitting into stride phases and back loses nothing."""
     x = numpy.random.RandomState(14).standard_normal((2, 3, 9, 8))
-    for stride, pad in (((2, 3), (1, 0)), ((3, 2), (2, 1)), ((1, 1), (0, 0))):
+    for stride, pad in (((2, 3), (1, 0)), ((3, 2), (2, 1)), ((1, 1), (0, 0)), ((1, 1), (1, 2)),
+                        ((4, 5), (0, 0))):
         geom = pooling.PoolGeometry(x.shape[2:], (3, 3), stride, pad)
         lay = geom.layout(x, numpy.nan)
+        assert numpy.isnan(lay).sum() == lay.size - x.size          # the border is all fill
         back = numpy.empty_like(x)
         acc = geom.gradient_layout(back)
         acc[...] = lay
