@@ -433,7 +433,7 @@ class _ConvolutionBase(Layer):
         return arr.reshape((math.prod(lead),) + arr.shape[self.channel_axis:])
 
     def _bias_gradient(self, dy):
-        if self.bias_term:
+        if self.bias_term and self.needs_param_gradient(1):
             self.blobs[1].diff += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
 
     def forward(self, bottom, top):
@@ -447,7 +447,8 @@ class _ConvolutionBase(Layer):
         for i, (t, b) in enumerate(zip(top, bottom)):
             dy = self._as_batch(t.diff)
             self._bias_gradient(dy)
-            self._weight_gradient(self._as_batch(b.data), dy, self.blobs[0].diff)
+            if self.needs_param_gradient(0):
+                self._weight_gradient(self._as_batch(b.data), dy, self.blobs[0].diff)
             if propagate_down[i]:
                 self._backward_gemm(dy, weight, self._as_batch(b.diff))
 
@@ -625,11 +626,12 @@ class InnerProductLayer(Layer):
         xp = get_array_module(top[0].diff)
         dy = top[0].diff.reshape(-1, self.num_output)
         x = self._rows(bottom[0].data)
-        if self.transpose:
-            self.blobs[0].diff += xp.matmul(x.T, dy)
-        else:
-            self.blobs[0].diff += xp.matmul(dy.T, x)
-        if self.bias_term:
+        if self.needs_param_gradient(0):
+            if self.transpose:
+                self.blobs[0].diff += xp.matmul(x.T, dy)
+            else:
+                self.blobs[0].diff += xp.matmul(dy.T, x)
+        if self.bias_term and self.needs_param_gradient(1):
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             w = self._weight if self._weight is not None else self.effective_weight()

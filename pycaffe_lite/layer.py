@@ -89,6 +89,14 @@ class Layer:
         self.dtype = numpy.dtype(dtype)
         self.blobs = []
         self.loss_weights = []
+        # Set by the net: False for a param whose gradient nobody needs (lr_mult 0
+        # without force_backward).  Layers may skip that gradient to save time;
+        # the net restores such diffs after backward either way.
+        self.param_propagate_down = None
+
+    def needs_param_gradient(self, index):
+        flags = self.param_propagate_down
+        return flags is None or index >= len(flags) or flags[index]
 
     # --- what subclasses implement --------------------------------------
     def setup(self, bottom, top):

@@ -275,8 +275,11 @@ class Net:
                     self.bottom_need_backward[i][j] = False
                 if not self.bottom_need_backward[i][j]:
                     skip.add(name)
+        for layer, frozen in zip(self.layers, self._frozen_params):
+            layer.param_propagate_down = [k not in frozen for k in range(len(layer.blobs))]
         if self.param.force_backward:
             for i, layer in enumerate(self.layers):
+                layer.param_propagate_down = [True] * len(layer.blobs)
                 self.layer_need_backward[i] = True
                 self.bottom_need_backward[i] = [
                     need or layer.allow_force_backward(j)

@@ -138,3 +138,21 @@ def test_in_place_layers_share_the_blob():
     numpy.testing.assert_array_equal(net.blobs["x"].data, 1.0)
     assert list(net.blobs) == ["x"]
     assert net.output_names == ["x"]
+
+
+def test_lr_mult_zero_params_get_no_gradient_unless_forced():
+    text = INPUT + """
+        layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+          param { lr_mult: 0 } param { lr_mult: 1 }
+          inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+        layer { name: "q" type: "Power" bottom: "y" top: "z" loss_weight: 1
+          power_param { power: 2 } }"""
+    net = Net(net_param(text))
+    net.blobs["x"].data[...] = 1
+    net.forward_backward()
+    assert net.layers[1].param_propagate_down == [False, True]
+    assert not net.params["ip"][0].diff.any() and net.params["ip"][1].diff.any()
+    forced = Net(net_param("force_backward: true\n" + text))
+    forced.blobs["x"].data[...] = 1
+    forced.forward_backward()
+    assert forced.params["ip"][0].diff.any()  # Caffe computes them under force_backward
