@@ -50,6 +50,25 @@ class _CommonLayer(Layer):
                              f"'{self._bottom_name(i)}' of shape {blob.shape} (expected "
                              f"{-blob.num_axes} <= {field} < {blob.num_axes})") from None
 
+    def _check_axis_or_legacy(self, field, legacy):
+        """``self.param.<field>`` sets ``axis`` or its legacy name ``legacy``, not both."""
+        p = getattr(self.param, field)
+        if p.HasField("axis") and p.HasField(legacy):
+            raise self.error(f"{field}: give either axis or {legacy}, not both "
+                             f"(got axis {p.axis}, {legacy} {getattr(p, legacy)})")
+
+    def _axis_or_legacy(self, blob, field, legacy):
+        """The axis ``self.param.<field>`` names in ``blob`` (bottom 0): the legacy
+        ``legacy`` when set (never negative), else ``axis`` made canonical."""
+        p = getattr(self.param, field)
+        if p.HasField(legacy):
+            axis = int(getattr(p, legacy))
+            if axis >= blob.num_axes:
+                raise self.error(f"{legacy} {axis} is out of range for bottom "
+                                 f"'{self._bottom_name(0)}' of shape {blob.shape}")
+            return axis
+        return self._canonical_axis(blob, p.axis, f"{field}.axis")
+
     def _no_in_place(self, bottom, top):
         for j, t in enumerate(top):
             if t is bottom[0]:
@@ -83,22 +102,11 @@ class ConcatLayer(_CommonLayer):
     exact_tops = 1
 
     def setup(self, bottom, top):
-        p = self.param.concat_param
-        if p.HasField("axis") and p.HasField("concat_dim"):
-            raise self.error("concat_param: give either axis or concat_dim, not both "
-                             f"(got axis {p.axis}, concat_dim {p.concat_dim})")
+        self._check_axis_or_legacy("concat_param", "concat_dim")
 
     def reshape(self, bottom, top):
-        p = self.param.concat_param
         first = bottom[0]
-        if p.HasField("concat_dim"):
-            axis = int(p.concat_dim)
-            if axis >= first.num_axes:
-                raise self.error(f"concat_dim {axis} is out of range for bottom "
-                                 f"'{self._bottom_name(0)}' of shape {first.shape}")
-        else:
-            axis = self._canonical_axis(first, p.axis, "concat_param.axis")
-        self.axis = axis
+        axis = self.axis = self._axis_or_legacy(first, "concat_param", "concat_dim")
         shape = list(first.shape)
         for i, b in enumerate(bottom[1:], 1):
             if b.num_axes != first.num_axes:
@@ -148,26 +156,15 @@ class SliceLayer(_CommonLayer):
     min_tops = 1
 
     def setup(self, bottom, top):
-        p = self.param.slice_param
-        if p.HasField("axis") and p.HasField("slice_dim"):
-            raise self.error("slice_param: give either axis or slice_dim, not both "
-                             f"(got axis {p.axis}, slice_dim {p.slice_dim})")
-        self.slice_points = [int(s) for s in p.slice_point]
+        self._check_axis_or_legacy("slice_param", "slice_dim")
+        self.slice_points = [int(s) for s in self.param.slice_param.slice_point]
         if self.slice_points and len(self.slice_points) != len(top) - 1:
             raise self.error(f"slice_param: {len(self.slice_points)} slice_point(s) given "
                              f"for {len(top)} tops, expected {len(top) - 1}")
 
     def reshape(self, bottom, top):
-        p = self.param.slice_param
         x = bottom[0]
-        if p.HasField("slice_dim"):
-            axis = int(p.slice_dim)
-            if axis >= x.num_axes:
-                raise self.error(f"slice_dim {axis} is out of range for bottom "
-                                 f"'{self._bottom_name(0)}' of shape {x.shape}")
-        else:
-            axis = self._canonical_axis(x, p.axis, "slice_param.axis")
-        self.axis = axis
+        axis = self.axis = self._axis_or_legacy(x, "slice_param", "slice_dim")
         length = x.shape[axis]
         if self.slice_points:
             if len(top) > length:

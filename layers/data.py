@@ -350,13 +350,15 @@ class PrefetchingDataLayer(BaseDataLayer):
         except CaffeError as e:
             raise self.error(str(e)) from None
 
+    def _size_tops(self, top, data_shape):
+        top[0].reshape(data_shape)
+        if len(top) > 1:
+            top[1].reshape(data_shape[:1])
+
     def reshape(self, bottom, top):
         if self._pending is None:
             self._pending = self._next_batch()
-        data, labels = self._pending
-        top[0].reshape(data.shape)
-        if len(top) > 1:
-            top[1].reshape(labels.shape)
+        self._size_tops(top, self._pending[0].shape)
 
     def forward(self, bottom, top):
         if self._pending is None:
@@ -379,18 +381,59 @@ def _identity(name, type_name):
     return types.SimpleNamespace(name=name, type=type_name)
 
 
+def _batch_shape(transformer, sample, batch_size, who, where):
+    """The data top's shape for a batch that ``sample`` (a Datum or an image) starts.
+
+    ``who``: the layer (or its stand-in) and ``where``: the sample, as errors name them.
+    """
+    try:
+        shape = transformer.infer_blob_shape(sample)
+    except TransformError as e:
+        raise LayerError(who, f"{where}: {e}") from None
+    return (batch_size,) + shape[1:]
+
+
+class _BatchLoader:
+    """Base of the loaders a prefetch thread runs: ``load_batch`` transforms the
+    samples that ``_batch_samples`` yields as (Datum or image, label, where)."""
+
+    def __init__(self, transformer, batch_size, dtype, who):
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.who = who
+
+    def close(self):
+        pass
+
+    def _batch_samples(self):
+        raise NotImplementedError
+
+    def load_batch(self):
+        """(data, labels); the first sample of each batch decides the batch's shape."""
+        labels = numpy.empty(self.batch_size, dtype=self.dtype)
+        data = None
+        for i, (sample, label, where) in enumerate(self._batch_samples()):
+            if data is None:
+                data = numpy.empty(_batch_shape(self.transformer, sample, self.batch_size,
+                                                self.who, where), self.dtype)
+            try:
+                self.transformer.transform(sample, out=data[i])
+            except TransformError as e:
+                raise LayerError(self.who, f"{where}: {e}") from None
+            labels[i] = label
+        return data, labels
+
+
 # --- Data (LMDB / LevelDB) --------------------------------------------------------------
 
-class _DatumLoader:
+class _DatumLoader(_BatchLoader):
     """Reads Datums from the database in key order, wrapping around."""
 
     def __init__(self, reader, transformer, batch_size, skip, dtype, who):
+        super().__init__(transformer, batch_size, dtype, who)
         self.reader = reader
-        self.transformer = transformer
-        self.batch_size = batch_size
         self.skip = skip
-        self.dtype = dtype
-        self.who = who
         self._records = None
 
     def close(self):
@@ -416,32 +459,23 @@ class _DatumLoader:
                 raise LayerError(self.who, f"the database {self.reader.path} is empty")
         return record
 
-    def _datum(self, key, value):
+    def where(self, key):
+        """The record ``key`` as errors name it."""
+        return f"record {key.decode(errors='replace')!r} of {self.reader.path}"
+
+    def datum(self, key, value):
         datum = caffe_pb2.Datum()
         try:
             datum.ParseFromString(value)
         except Exception:
-            raise LayerError(self.who, f"record {key.decode(errors='replace')!r} of "
-                                       f"{self.reader.path} is not a Datum") from None
+            raise LayerError(self.who, f"{self.where(key)} is not a Datum") from None
         return datum
 
-    def load_batch(self):
-        labels = numpy.empty(self.batch_size, dtype=self.dtype)
-        data = None
-        for i in range(self.batch_size):
+    def _batch_samples(self):
+        for _ in range(self.batch_size):
             key, value = self._next_record()
-            datum = self._datum(key, value)
-            try:
-                if data is None:
-                    # The first Datum of each batch decides the batch's shape.
-                    shape = self.transformer.infer_blob_shape(datum)
-                    data = numpy.empty((self.batch_size,) + shape[1:], dtype=self.dtype)
-                self.transformer.transform(datum, out=data[i])
-            except TransformError as e:
-                raise LayerError(self.who, f"record {key.decode(errors='replace')!r} of "
-                                           f"{self.reader.path}: {e}") from None
-            labels[i] = datum.label
-        return data, labels
+            datum = self.datum(key, value)
+            yield datum, datum.label, self.where(key)
 
 
 @register("Data", "DATA")
@@ -455,7 +489,7 @@ class DataLayer(PrefetchingDataLayer):
     """
 
     def setup(self, bottom, top):
-        from pycaffe_lite.io.caffe_io import DBError, open_db
+        from pycaffe_lite.io.db import DBError, open_db
         p = self.param.data_param
         if p.batch_size <= 0:
             raise self.error(f"data_param.batch_size must be positive, got {p.batch_size}")
@@ -489,33 +523,22 @@ class DataLayer(PrefetchingDataLayer):
             for _ in range(skip % len(reader) + 1):
                 key, value = next(records)
             records.close()
-        datum = self._loader._datum(key, value)
-        try:
-            shape = transformer.infer_blob_shape(datum)
-        except TransformError as e:
-            raise self.error(f"record {key.decode(errors='replace')!r} of {p.source}: "
-                             f"{e}") from None
-        top[0].reshape((p.batch_size,) + shape[1:])
-        if len(top) > 1:
-            top[1].reshape((p.batch_size,))
+        shape = _batch_shape(transformer, self._loader.datum(key, value), p.batch_size, self,
+                             self._loader.where(key))
+        self._size_tops(top, shape)
 
 
 # --- ImageData ----------------------------------------------------------------------
 
-class _ImageLoader:
+class _ImageLoader(_BatchLoader):
     """Reads the listed images in turn (reshuffling at each pass if asked)."""
 
     def __init__(self, lines, param, transformer, shuffle_rng, dtype, who):
+        super().__init__(transformer, param.batch_size, dtype, who)
         self.lines = lines
         self.pos = 0
         self.p = param
-        self.transformer = transformer
         self.shuffle_rng = shuffle_rng
-        self.dtype = dtype
-        self.who = who
-
-    def close(self):
-        pass
 
     def read(self, index):
         from pycaffe_lite.io.caffe_io import read_image
@@ -531,34 +554,26 @@ class _ImageLoader:
                                        f"file {why}{hint}")
         return img, label, number
 
+    def where(self, index):
+        """Image ``index`` of the list as errors name it."""
+        name, _, number = self.lines[index]
+        return f"image {name} ({self.p.source}:{number})"
+
     def shuffle(self):
         order = self.shuffle_rng.permutation(len(self.lines))
         self.lines = [self.lines[k] for k in order]
 
-    def load_batch(self):
-        batch_size = self.p.batch_size
-        labels = numpy.empty(batch_size, dtype=self.dtype)
-        data = None
-        for i in range(batch_size):
-            img, label, number = self.read(self.pos)
-            try:
-                if data is None:
-                    # The first image of each batch decides the batch's shape.
-                    shape = self.transformer.infer_blob_shape(img)
-                    data = numpy.empty((batch_size,) + shape[1:], dtype=self.dtype)
-                self.transformer.transform(img, out=data[i])
-            except TransformError as e:
-                name = self.lines[self.pos][0]
-                raise LayerError(self.who, f"image {name} ({self.p.source}:{number}): {e}") \
-                    from None
-            labels[i] = label
+    def _batch_samples(self):
+        for _ in range(self.batch_size):
+            img, label, _ = self.read(self.pos)
+            yield img, label, self.where(self.pos)
+            # Moves on once the image is in the batch (a failed one is read again).
             self.pos += 1
             if self.pos >= len(self.lines):
                 log.debug("Restarting data prefetching from start.")
                 self.pos = 0
                 if self.p.shuffle:
                     self.shuffle()
-        return data, labels
 
 
 @register("ImageData", "IMAGE_DATA")
@@ -603,15 +618,9 @@ class ImageDataLayer(PrefetchingDataLayer):
                 raise self.error(f"Not enough points to skip: rand_skip drew {skip}, the list "
                                  f"has {len(lines)} images")
             loader.pos = skip
-        img, _, number = loader.read(loader.pos)
-        try:
-            shape = transformer.infer_blob_shape(img)
-        except TransformError as e:
-            raise self.error(f"image {loader.lines[loader.pos][0]} ({p.source}:{number}): "
-                             f"{e}") from None
-        top[0].reshape((p.batch_size,) + shape[1:])
-        if len(top) > 1:
-            top[1].reshape((p.batch_size,))
+        img, _, _ = loader.read(loader.pos)
+        self._size_tops(top, _batch_shape(transformer, img, p.batch_size, self,
+                                          loader.where(loader.pos)))
         self._loader = loader
         self._start(self.param.data_param.prefetch)
 

@@ -8,25 +8,25 @@ written for it keep working:
 * ``device_query``: show the properties of the GPU(s) named by ``--gpu``.
 * ``train``: registered, implemented by the solver work (issue #4).
 
-Flags are gflags-style: ``-model=x``, ``--model=x`` and ``--model x`` are
-the same; booleans take ``--flag``, ``--noflag`` or ``--flag=false``.  Flags
-may come before or after the command.  Every user error (a
+Flags are gflags-style (:mod:`pycaffe_lite.flags`): ``-model=x``, ``--model=x``
+and ``--model x`` are the same; booleans take ``--flag``, ``--noflag`` or
+``--flag=false``.  Flags may come before or after the command.  Every user error (a
 :class:`~pycaffe_lite.errors.CaffeError`) ends the run with one line
 ``caffe_lite: error: <message>`` and exit status 1; ``PYCAFFE_LITE_DEBUG=1``
 adds the traceback.
 """
 import collections
 import logging
-import os
 import sys
 import time as _time
-import traceback
 
 import numpy
 from tqdm import tqdm
 
 from . import backend
 from .errors import CaffeError
+from .flags import (GLOG_FLAGS, Flag, UsageError, describe_flags, parse_flags,
+                    report_error)
 from .layer import TEST, TRAIN
 from .log import caffe_float, setup_logging
 
@@ -34,11 +34,9 @@ PROG = "caffe_lite"
 log = logging.getLogger("pycaffe_lite")
 
 
-# --- flags (gflags semantics) ------------------------------------------------------
+# --- flags (gflags semantics, see pycaffe_lite.flags) -------------------------------
 
-Flag = collections.namedtuple("Flag", "name type default help")
-
-FLAGS = collections.OrderedDict((f.name, f) for f in [
+FLAGS = [
     Flag("gpu", str, "", "Optional; run in GPU mode on given device IDs separated by ','. "
          "Use '-gpu all' to run on all available GPUs. Without a usable GPU the run "
          "continues on the CPU with a warning."),
@@ -59,89 +57,11 @@ FLAGS = collections.OrderedDict((f.name, f) for f in [
          "is received: snapshot, stop or none."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
-    Flag("minloglevel", int, None, "Log messages at or above this level (0 INFO, "
-         "1 WARNING, 2 ERROR, 3 FATAL); default: $GLOG_minloglevel or 0."),
-    # glog flags that Caffe users pass; we always log to stderr.
-    Flag("logtostderr", bool, False, "Accepted for compatibility; logs go to stderr."),
-    Flag("alsologtostderr", bool, False, "Accepted for compatibility; logs go to stderr."),
-])
-
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
-
-
-class UsageError(Exception):
-    """A command line that cannot run; reported with the usage text.
-
-    ``show_usage=False`` for a flag whose value is wrong: the usage would not help.
-    """
-
-    def __init__(self, message, show_usage=True):
-        super().__init__(message)
-        self.show_usage = show_usage
+] + GLOG_FLAGS
 
 
 class CommandNotImplemented(Exception):
     """A command this version registers but does not provide (exit status 2)."""
-
-
-def _convert(flag, text):
-    if flag.type is bool:
-        lowered = text.lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise UsageError(f"flag --{flag.name}: '{text}' is not a boolean (true or false)",
-                         show_usage=False)
-    if flag.type is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise UsageError(f"flag --{flag.name}: '{text}' is not an integer",
-                             show_usage=False) from None
-    return text
-
-
-def parse_flags(argv):
-    """``(positional args, flags namespace)`` from ``argv`` as gflags reads it."""
-    values = {name: flag.default for name, flag in FLAGS.items()}
-    values["help"] = values["version"] = False
-    positional = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg == "--":
-            positional.extend(args[i:])
-            break
-        if not arg.startswith("-") or arg == "-":
-            positional.append(arg)
-            continue
-        body = arg[2:] if arg.startswith("--") else arg[1:]
-        name, eq, text = body.partition("=")
-        if name in ("help", "h", "helpfull", "version"):
-            values["version" if name == "version" else "help"] = True
-            continue
-        flag = FLAGS.get(name)
-        if flag is None and name.startswith("no") and not eq:
-            negated = FLAGS.get(name[2:])
-            if negated is not None and negated.type is bool:
-                values[negated.name] = False
-                continue
-        if flag is None:
-            raise UsageError(f"unknown command line flag '{name}'")
-        if flag.type is bool and not eq:
-            values[name] = True
-            continue
-        if not eq:
-            if i >= len(args):
-                raise UsageError(f"flag '{arg}' is missing its argument")
-            text = args[i]
-            i += 1
-        values[name] = _convert(flag, text)
-    return positional, collections.namedtuple("Flags", values)(**values)
 
 
 # --- commands ------------------------------------------------------------------------
@@ -162,16 +82,8 @@ def usage(with_flags=True):
     lines = [f"{PROG}: command line brew", f"usage: {PROG} <command> <args>", "",
              "commands:"]
     lines += [f"  {c.name:<16}{c.help}" for c in COMMANDS.values()]
-    if with_flags:
-        lines += ["", "  Flags:"]
-        for flag in FLAGS.values():
-            kind = {str: "string", int: "int32", bool: "bool"}[flag.type]
-            default = flag.default
-            shown = ('"%s"' % default if flag.type is str else
-                     str(default).lower() if flag.type is bool else
-                     "" if default is None else str(default))
-            lines.append(f"    -{flag.name} ({flag.help}) type: {kind} default: {shown}")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + describe_flags(FLAGS) if with_flags else text
 
 
 # --- shared pieces ---------------------------------------------------------------
@@ -458,21 +370,15 @@ def cmd_time(flags):
 # --- entry point ---------------------------------------------------------------------
 
 def _fail(message, status=1, show_usage=False):
-    if os.environ.get("PYCAFFE_LITE_DEBUG") == "1":
-        traceback.print_exc()
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    if show_usage:
-        sys.stderr.write("\n" + usage(with_flags=False)
-                         + f"\nRun '{PROG} --help' to list the flags.\n")
-    sys.stderr.flush()
-    return status
+    return report_error(PROG, message, usage(with_flags=False) if show_usage else None,
+                        status)
 
 
 def main(argv=None):
     """Run ``caffe_lite``; returns the exit status (the console script exits with it)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        positional, flags = parse_flags(argv)
+        positional, flags = parse_flags(argv, FLAGS)
     except UsageError as e:
         return _fail(e, show_usage=e.show_usage)
     if flags.help:

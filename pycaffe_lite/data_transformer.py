@@ -52,10 +52,10 @@ class DataTransformer:
             if len(p.mean_value):
                 raise TransformError("transform_param: cannot specify mean_file and "
                                      "mean_value at the same time")
-            from .io.caffe_io import load_mean_file
+            from .io.files import read_blob
             log.info("Loading mean file from: %s", p.mean_file)
             try:
-                mean = load_mean_file(p.mean_file)
+                mean = read_blob(p.mean_file, "mean file (binaryproto)")
             except CaffeError as e:
                 raise TransformError(f"transform_param.mean_file: {e}") from None
             self.mean = self._mean_chw(mean, p.mean_file)

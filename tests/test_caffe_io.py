@@ -1,12 +1,13 @@
-"""Tests of pycaffe_lite/io/caffe_io.py: pycaffe's caffe.io API, Caffe's image and
-Datum helpers, and the LMDB reader/writer."""
+"""Tests of pycaffe_lite/io/caffe_io.py (pycaffe's caffe.io API, Caffe's image and
+Datum helpers) and pycaffe_lite/io/db.py (the LMDB reader/writer)."""
 from pathlib import Path
 
 import cv2
 import numpy
 import pytest
 
-from pycaffe_lite.io import caffe_io
+from pycaffe_lite.io import caffe_io, files
+from pycaffe_lite.io.db import DBError, create_db, open_db
 from pycaffe_lite.proto import caffe_pb2
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
@@ -34,6 +35,26 @@ def test_blobproto_round_trip_and_legacy_shape():
     assert caffe_io.blobproto_to_array(legacy).shape == (1, 2, 3, 4)
 
 
+def test_blobproto_pycaffe_semantics():
+    """float64 values; the legacy 4-D fields win over ``shape``; ValueError on a bad size."""
+    blob = caffe_pb2.BlobProto(num=1, channels=1, height=2, width=3)
+    blob.shape.dim.extend([6])
+    blob.double_data.extend([0.1] * 6)
+    array = caffe_io.blobproto_to_array(blob)
+    assert array.shape == (1, 1, 2, 3) and array.dtype == numpy.float64
+    assert array[0, 0, 0, 0] == 0.1
+    blob.double_data.append(0.2)
+    with pytest.raises(ValueError, match="holds 7"):
+        caffe_io.blobproto_to_array(blob)
+
+
+def test_legacy_blob_proto_as_caffe_tools_write_it():
+    blob = files.array_to_blob_proto(numpy.ones((3, 2, 2)), legacy=True)
+    assert (blob.num, blob.channels, blob.height, blob.width) == (1, 3, 2, 2)
+    assert not blob.HasField("shape")
+    assert caffe_io.blobproto_to_array(blob).shape == (1, 3, 2, 2)
+
+
 def test_blobproto_reads_real_mean_file():
     path = need(PHOTOS / "imagenet_mean.binaryproto")
     blob = caffe_pb2.BlobProto()
@@ -41,7 +62,7 @@ def test_blobproto_reads_real_mean_file():
     mean = caffe_io.blobproto_to_array(blob)
     assert mean.shape == (1, 3, 256, 256)
     assert 90 < mean.mean() < 130          # BGR ImageNet pixel mean
-    numpy.testing.assert_array_equal(caffe_io.load_mean_file(str(path)), mean)
+    numpy.testing.assert_array_equal(files.read_blob(str(path)), mean)
 
 
 def test_blobprotovector_round_trip():
@@ -222,43 +243,43 @@ def test_cvmat_to_datum_layout():
 
 def test_db_write_read_key_order(tmp_path):
     path = tmp_path / "db"
-    with caffe_io.create_db(str(path), "lmdb", commit_every=3) as db:
+    with create_db(str(path), "lmdb", commit_every=3) as db:
         for k in [5, 1, 9, 3, 7, 2, 0]:
             db.put(f"{k:08d}", bytes([k]))
-    reader = caffe_io.open_db(str(path), caffe_pb2.DataParameter.LMDB)
+    reader = open_db(str(path), caffe_pb2.DataParameter.LMDB)
     assert len(reader) == 7
     assert [k for k, _ in reader.records()] == [f"{k:08d}".encode() for k in sorted(
         [5, 1, 9, 3, 7, 2, 0])]
-    other = caffe_io.open_db(str(path))           # a second reader shares the handle
+    other = open_db(str(path))           # a second reader shares the handle
     assert other.first() == (b"00000000", b"\x00")
     reader.close()
     assert other.first() == (b"00000000", b"\x00")
     other.close()
-    with pytest.raises(caffe_io.DBError, match="already exists"):
-        caffe_io.create_db(str(path))
+    with pytest.raises(DBError, match="already exists"):
+        create_db(str(path))
 
 
 def test_db_grows_map(tmp_path):
-    with caffe_io.create_db(str(tmp_path / "big")) as db:
+    with create_db(str(tmp_path / "big")) as db:
         for k in range(80):
             db.put(f"{k:08d}", bytes(1 << 20))     # 80 MiB > the initial 64 MiB map
-    assert len(caffe_io.open_db(str(tmp_path / "big"))) == 80
+    assert len(open_db(str(tmp_path / "big"))) == 80
 
 
 def test_db_errors(tmp_path):
-    with pytest.raises(caffe_io.DBError, match="does not exist"):
-        caffe_io.open_db(str(tmp_path / "missing"))
-    with pytest.raises(caffe_io.DBError, match="unknown database backend 'rocksdb'"):
-        caffe_io.open_db(str(tmp_path), "rocksdb")
+    with pytest.raises(DBError, match="does not exist"):
+        open_db(str(tmp_path / "missing"))
+    with pytest.raises(DBError, match="unknown database backend 'rocksdb'"):
+        open_db(str(tmp_path), "rocksdb")
     try:
         import plyvel  # noqa: F401
     except ImportError:
-        with pytest.raises(caffe_io.DBError, match="plyvel"):
-            caffe_io.open_db(str(tmp_path), "leveldb")
+        with pytest.raises(DBError, match="plyvel"):
+            open_db(str(tmp_path), "leveldb")
 
 
 def test_golden_lmdb_read_only(tmp_path):
-    reader = caffe_io.open_db(str(need(TRAIN_LMDB)))
+    reader = open_db(str(need(TRAIN_LMDB)))
     key, value = reader.first()
     datum = caffe_pb2.Datum()
     datum.ParseFromString(value)

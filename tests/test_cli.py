@@ -18,6 +18,7 @@ import numpy
 import pytest
 
 from pycaffe_lite import backend, cli
+from pycaffe_lite.flags import parse_flags
 from pycaffe_lite.layer import TEST
 from pycaffe_lite.log import GlogHandler, caffe_float, setup_logging
 from pycaffe_lite.net import Net
@@ -181,18 +182,18 @@ def test_glog_minloglevel(monkeypatch, capsys, env, shown):
     ["-model", "m", "test", "-iterations", "3"],
 ])
 def test_flag_spellings(argv):
-    positional, flags = cli.parse_flags(argv)
+    positional, flags = parse_flags(argv, cli.FLAGS)
     assert positional == ["test"]
     assert (flags.model, flags.iterations) == ("m", 3)
 
 
 def test_flag_defaults_and_booleans():
-    _, flags = cli.parse_flags(["time"])
+    _, flags = parse_flags(["time"], cli.FLAGS)
     assert (flags.iterations, flags.gpu, flags.phase, flags.level, flags.progress) == (
         50, "", "", 0, True)
-    assert cli.parse_flags(["--noprogress"])[1].progress is False
-    assert cli.parse_flags(["--progress=false"])[1].progress is False
-    assert cli.parse_flags(["-progress"])[1].progress is True
+    assert parse_flags(["--noprogress"], cli.FLAGS)[1].progress is False
+    assert parse_flags(["--progress=false"], cli.FLAGS)[1].progress is False
+    assert parse_flags(["-progress"], cli.FLAGS)[1].progress is True
 
 
 # --- test ------------------------------------------------------------------------------

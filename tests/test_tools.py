@@ -2,6 +2,7 @@
 import gzip
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,12 @@ import numpy
 import pytest
 from google.protobuf import text_format
 
-from pycaffe_lite.io import caffe_io
+from pycaffe_lite.io import caffe_io, files
+from pycaffe_lite.flags import parse_flags
+from pycaffe_lite.log import setup_logging
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.testing.gradient_check import make_layer
 from pycaffe_lite.tools import compute_image_mean, convert_imageset, convert_mnist_data
-from pycaffe_lite.tools.convert_imageset import normalise_gflags
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared"
@@ -45,20 +47,55 @@ def datum(value):
     return d
 
 
+def data_layer_batch(source, batch_size, transform, labels=False):
+    """The tops of a Data layer (float32) after one forward over the LMDB ``source``."""
+    tops = 'top: "data" top: "label"' if labels else 'top: "data"'
+    lp = text_format.Parse(
+        f'name: "d" type: "Data" {tops} transform_param {{ {transform} }} '
+        f'data_param {{ source: "{source}" batch_size: {batch_size} backend: LMDB }}',
+        caffe_pb2.LayerParameter())
+    layer, _, top = make_layer(lp, [], dtype=numpy.float32)
+    layer.run_forward([], top)
+    layer.close()
+    return top
+
+
 # --- flags ------------------------------------------------------------------------------
 
-def test_normalise_gflags():
+def test_tool_flag_spellings():
     argv = ["-gray", "-noshuffle", "--check_size=false", "-backend=lmdb", "--resize_width",
             "5", "-resize_height", "6", "root/", "list", "db"]
-    assert normalise_gflags(argv, convert_imageset.BOOL_FLAGS,
-                            convert_imageset.VALUE_FLAGS) == [
-        "--gray=true", "--shuffle=false", "--check_size=false", "--backend=lmdb",
-        "--resize_width=5", "--resize_height=6", "root/", "list", "db"]
-    args = convert_imageset.parser().parse_intermixed_args(normalise_gflags(
-        ["root/", "-encode_type", "png", "list", "--encoded", "db"],
-        convert_imageset.BOOL_FLAGS, convert_imageset.VALUE_FLAGS))
-    assert (args.root_folder, args.list_file, args.db_name) == ("root/", "list", "db")
-    assert args.encoded is True and args.encode_type == "png" and args.gray is False
+    args, flags = parse_flags(argv, convert_imageset.FLAGS)
+    assert args == ["root/", "list", "db"]
+    assert (flags.gray, flags.shuffle, flags.check_size, flags.backend, flags.resize_width,
+            flags.resize_height) == (True, False, False, "lmdb", 5, 6)
+    args, flags = parse_flags(["root/", "-encode_type", "png", "list", "--encoded", "db"],
+                              convert_imageset.FLAGS)
+    assert args == ["root/", "list", "db"]
+    assert flags.encoded is True and flags.encode_type == "png" and flags.gray is False
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["root/", "list"], "expected the arguments ROOTFOLDER/ LISTFILE DB_NAME, got 2"),
+    (["--colour", "root/", "list", "db"], "unknown command line flag 'colour'"),
+    (["root/", "list", "db", "-backend"], "flag '-backend' is missing its argument"),
+    (["-gray=maybe", "root/", "list", "db"], "flag --gray: 'maybe' is not a boolean"),
+    (["-resize_width=wide", "root/", "list", "db"], "flag --resize_width: 'wide' is not an integer"),
+])
+def test_tool_usage_errors(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_imageset.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"convert_imageset: error: {needle}" in err
+
+
+def test_tool_help_lists_flags(capsys):
+    assert compute_image_mean.main(["-help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage:\n    compute_image_mean [FLAGS] INPUT_DB [OUTPUT_FILE]" in out
+    assert '-backend (The backend {leveldb, lmdb} containing the images) type: string ' \
+           'default: "lmdb"' in out
 
 
 # --- convert_mnist_data --------------------------------------------------------------------
@@ -101,19 +138,13 @@ def test_convert_mnist_data_layout_equals_golden(mnist_lmdb):
 
 
 def test_convert_mnist_data_read_back_through_data_layer(mnist_lmdb):
-    lp = text_format.Parse(
-        f'name: "mnist" type: "Data" top: "data" top: "label" transform_param {{ scale: '
-        f'0.00390625 }} data_param {{ source: "{mnist_lmdb}" batch_size: 16 backend: LMDB }}',
-        caffe_pb2.LayerParameter())
-    layer, _, top = make_layer(lp, [], dtype=numpy.float32)
-    layer.run_forward([], top)
+    top = data_layer_batch(mnist_lmdb, 16, "scale: 0.00390625", labels=True)
     raw = gzip.decompress((MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())
     pixels = numpy.frombuffer(raw[16:16 + 16 * 784], numpy.uint8).reshape(16, 1, 28, 28)
     numpy.testing.assert_array_equal(top[0].data, pixels.astype(numpy.float32) *
                                      numpy.float32(0.00390625))
     labels = gzip.decompress((MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())
     numpy.testing.assert_array_equal(top[1].data, list(labels[8:24]))
-    layer.close()
 
 
 def test_convert_mnist_data_errors(tmp_path, caplog, mnist_lmdb):
@@ -244,27 +275,33 @@ def test_convert_imageset_then_compute_image_mean(image_folder, tmp_path, caplog
     out = tmp_path / "mean.binaryproto"
     with caplog.at_level(logging.INFO, logger="pycaffe_lite"):
         assert compute_image_mean.main(["-backend=lmdb", str(db), str(out)]) == 0
-    mean = caffe_io.load_mean_file(str(out))
+    mean = files.read_blob(str(out))
     assert mean.shape == (1, 3, 6, 8)
     want = numpy.stack([im.transpose(2, 0, 1) for im in imgs]).astype(numpy.float32)
     numpy.testing.assert_allclose(mean[0], want.mean(axis=0), rtol=1e-6)
     for c in range(3):
         assert f"mean_value channel [{c}]:" in caplog.text
     # The mean file drives a Data layer's mean subtraction.
-    lp = text_format.Parse(
-        f'name: "d" type: "Data" top: "data" transform_param {{ mean_file: "{out}" }} '
-        f'data_param {{ source: "{db}" batch_size: 4 backend: LMDB }}',
-        caffe_pb2.LayerParameter())
-    layer, _, top = make_layer(lp, [], dtype=numpy.float32)
-    layer.run_forward([], top)
+    top = data_layer_batch(db, 4, f'mean_file: "{out}"')
     numpy.testing.assert_allclose(top[0].data, want - mean, rtol=1e-6, atol=1e-4)
-    layer.close()
 
 
 def test_compute_image_mean_errors(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="pycaffe_lite"):
         assert compute_image_mean.main([str(tmp_path / "none")]) == 1
     assert "does not exist" in caplog.text
+
+
+def test_tools_log_glog_lines(tmp_path, capsys):
+    assert compute_image_mean.main([str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^E\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ \w+\.py:\d+\] compute_image_mean: "
+                     r".*does not exist", err, re.MULTILINE), err
+    try:
+        assert compute_image_mean.main(["-minloglevel=3", str(tmp_path / "none")]) == 1
+        assert capsys.readouterr().err == ""
+    finally:
+        setup_logging()
 
 
 def test_executable_scripts():

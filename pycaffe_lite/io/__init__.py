@@ -1,8 +1,9 @@
 """Reading and writing Caffe files, and pycaffe's ``caffe.io`` helpers.
 
-``files``: prototxt / caffemodel / solver readers and atomic writers;
-``upgrade``: old formats to V2 in memory; ``caffe_io``: pycaffe's ``caffe.io``
-functions, re-exported here so ``caffe.io.load_image`` works as in pycaffe.
+``files``: prototxt / caffemodel / solver / binaryproto readers and atomic
+writers; ``upgrade``: old formats to V2 in memory; ``db``: LMDB / LevelDB
+databases; ``caffe_io``: pycaffe's ``caffe.io`` functions, re-exported here so
+``caffe.io.load_image`` works as in pycaffe.
 """
 from .caffe_io import (  # noqa: F401
     Transformer,

@@ -73,15 +73,19 @@ def read_binary_proto(path, msg, what="caffemodel"):
     return msg
 
 
+def _read_net_param(path, what):
+    """(NetParameter, read as text?) of a text prototxt or a binary caffemodel."""
+    data = _read_bytes(path, what)
+    net = caffe_pb2.NetParameter()
+    if _looks_binary(data):
+        return read_binary_proto(path, net, "caffemodel"), False
+    return read_text_proto(path, net), True
+
+
 def read_net(path):
     """A NetParameter from a text prototxt or a binary caffemodel, upgraded."""
     from .upgrade import upgrade_net
-    data = _read_bytes(path, "net")
-    net = caffe_pb2.NetParameter()
-    if _looks_binary(data):
-        read_binary_proto(path, net, "caffemodel")
-    else:
-        read_text_proto(path, net)
+    net, _ = _read_net_param(path, "net")
     return upgrade_net(net, path)
 
 
@@ -95,16 +99,11 @@ def read_solver(path):
 def read_weights(path):
     """A trained NetParameter (binary caffemodel; text with blobs also accepted)."""
     from .upgrade import upgrade_net
-    data = _read_bytes(path, "caffemodel")
-    net = caffe_pb2.NetParameter()
-    if _looks_binary(data):
-        read_binary_proto(path, net, "caffemodel")
-    else:
-        read_text_proto(path, net)
-        if not any(layer.blobs for layer in net.layer) and not any(
-                layer.blobs for layer in net.layers):
-            raise WeightsError(f"{path}: a text net definition with no trained weights; "
-                               "pass the binary .caffemodel as weights")
+    net, is_text = _read_net_param(path, "caffemodel")
+    if is_text and not any(layer.blobs for layer in net.layer) and not any(
+            layer.blobs for layer in net.layers):
+        raise WeightsError(f"{path}: a text net definition with no trained weights; "
+                           "pass the binary .caffemodel as weights")
     return upgrade_net(net, path)
 
 
@@ -137,11 +136,19 @@ def write_text_proto(path, msg):
 
 # --- BlobProto <-> arrays -------------------------------------------------------
 
-def blob_proto_shape(proto):
-    """The shape a BlobProto declares (``shape`` or legacy num/channels/h/w)."""
-    if proto.HasField("shape"):
+_LEGACY_FIELDS = ("num", "channels", "height", "width")
+
+
+def blob_proto_shape(proto, legacy_first=False):
+    """The shape a BlobProto declares: ``shape``, or the legacy num/channels/height/width.
+
+    ``shape`` wins when both are set, unless ``legacy_first`` (pycaffe's
+    ``blobproto_to_array``: the legacy fields win when any of them is set).
+    """
+    legacy = any(proto.HasField(f) for f in _LEGACY_FIELDS)
+    if proto.HasField("shape") and not (legacy_first and legacy):
         return tuple(int(d) for d in proto.shape.dim)
-    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+    if legacy:
         return (proto.num, proto.channels, proto.height, proto.width)
     return ()  # Caffe writes no shape at all for a 0-axis (scalar) blob
 
@@ -154,9 +161,13 @@ def legacy_shape(shape):
     return (1,) * (4 - len(shape)) + shape
 
 
-def blob_proto_to_array(proto, dtype=numpy.float32, diff=False):
-    """The values of a BlobProto as an array of its declared shape."""
-    shape = blob_proto_shape(proto)
+def blob_proto_to_array(proto, dtype=numpy.float32, diff=False, legacy_first=False):
+    """The values (``diff``: the diffs) of a BlobProto as an array of its declared shape.
+
+    ``double_data`` / ``double_diff`` are read when present.  ``legacy_first``:
+    see :func:`blob_proto_shape`.
+    """
+    shape = blob_proto_shape(proto, legacy_first)
     if diff:
         values = proto.double_diff if len(proto.double_diff) else proto.diff
     else:
@@ -169,13 +180,28 @@ def blob_proto_to_array(proto, dtype=numpy.float32, diff=False):
     return array.reshape(shape)
 
 
-def array_to_blob_proto(array, diff=None, proto=None):
-    """Fill a BlobProto (``shape`` + packed float data) from arrays."""
+def array_to_blob_proto(array, diff=None, proto=None, legacy=False):
+    """Fill a BlobProto (packed float data, and ``diff``) from arrays.
+
+    The shape goes to ``shape``, or with ``legacy`` to num/channels/height/width
+    (as Caffe's tools write mean files; at most 4 axes).
+    """
     proto = proto if proto is not None else caffe_pb2.BlobProto()
     proto.Clear()
     array = numpy.asarray(array)
-    proto.shape.dim.extend(int(d) for d in array.shape)
+    if legacy:
+        four = legacy_shape(array.shape)
+        if four is None:
+            raise ValueError(f"a legacy BlobProto holds at most 4 axes, got shape {array.shape}")
+        proto.num, proto.channels, proto.height, proto.width = (int(d) for d in four)
+    else:
+        proto.shape.dim.extend(int(d) for d in array.shape)
     proto.data.extend(array.astype(numpy.float32).ravel().tolist())
     if diff is not None:
         proto.diff.extend(numpy.asarray(diff, numpy.float32).ravel().tolist())
     return proto
+
+
+def read_blob(path, what="BlobProto", dtype=numpy.float32):
+    """The array of a binary BlobProto file (``.binaryproto``: a mean file, say)."""
+    return blob_proto_to_array(read_binary_proto(path, caffe_pb2.BlobProto(), what), dtype)

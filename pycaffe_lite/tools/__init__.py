@@ -1,0 +1,57 @@
+"""Caffe's data tools: ``convert_imageset``, ``compute_image_mean``, ``convert_mnist_data``.
+
+Each reads a gflags-style command line (:mod:`pycaffe_lite.flags`, as
+``caffe_lite`` does) and logs glog-style lines
+(:func:`pycaffe_lite.log.setup_logging`); :func:`run_tool` is their ``main``.
+"""
+import logging
+import sys
+
+from pycaffe_lite.errors import CaffeError
+from pycaffe_lite.flags import (GLOG_FLAGS, SPELLING_NOTE, UsageError, describe_flags,
+                                parse_flags, report_error)
+from pycaffe_lite.log import setup_logging
+
+log = logging.getLogger("pycaffe_lite")
+
+# Exit status for a command line that cannot be read: 2, as when the tools parsed
+# with argparse (caffe_lite returns 1).
+USAGE_STATUS = 2
+
+
+def run_tool(prog, usage, flags, arguments, argv, body):
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run ``body(args, flags)``.
+
+    ``usage``: the text ``--help`` starts with.  ``flags``: the tool's
+    :class:`~pycaffe_lite.flags.Flag` s (glog's flags are added).
+    ``arguments``: the names of the positional arguments, optional ones in
+    brackets (``"[OUTPUT_FILE]"``).  Returns the exit status: 0, or 1 after
+    logging a CaffeError.  A command line that cannot be read prints the error
+    and the usage to stderr and raises ``SystemExit(2)``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    flags = list(flags) + GLOG_FLAGS
+    least = sum(1 for name in arguments if not name.startswith("["))
+    try:
+        args, values = parse_flags(argv, flags)
+        if not (values.help or values.version) and not least <= len(args) <= len(arguments):
+            given = f" ({' '.join(args)})" if args else ""
+            raise UsageError(f"expected the arguments {' '.join(arguments)}, got "
+                             f"{len(args)}{given}")
+    except UsageError as e:
+        raise SystemExit(report_error(prog, e, usage if e.show_usage else None,
+                                      USAGE_STATUS)) from None
+    if values.help:
+        sys.stdout.write(f"{usage}\n{describe_flags(flags)}\n{SPELLING_NOTE}\n")
+        return 0
+    if values.version:
+        from pycaffe_lite import __version__
+        sys.stdout.write(f"{prog} version {__version__}\n")
+        return 0
+    setup_logging(min_level=values.minloglevel)
+    try:
+        body(args, values)
+    except CaffeError as e:
+        log.error("%s: %s", prog, e)
+        return 1
+    return 0

@@ -8,7 +8,6 @@ BlobProto (``.binaryproto``, the ``mean_file`` of transform_param) when
 OUTPUT_FILE is given.  Logs the mean of each channel like Caffe.
 Flag: -backend {lmdb, leveldb} (gflags style).
 """
-import argparse
 import logging
 import sys
 
@@ -17,8 +16,9 @@ from tqdm import tqdm
 
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.io import files
+from pycaffe_lite.flags import Flag
 from pycaffe_lite.log import caffe_float
-from pycaffe_lite.tools.convert_imageset import FLAGS_NOTE, run_tool
+from pycaffe_lite.tools import run_tool
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -27,14 +27,8 @@ USAGE = ("Compute the mean_image of a set of images given by a leveldb/lmdb\n"
          "    compute_image_mean [FLAGS] INPUT_DB [OUTPUT_FILE]\n")
 
 
-def parser():
-    p = argparse.ArgumentParser(prog="compute_image_mean", description=USAGE, epilog=FLAGS_NOTE,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="lmdb",
-                   help="The backend {leveldb, lmdb} containing the images")
-    p.add_argument("input_db", metavar="INPUT_DB")
-    p.add_argument("output_file", metavar="OUTPUT_FILE", nargs="?")
-    return p
+FLAGS = [Flag("backend", str, "lmdb", "The backend {leveldb, lmdb} containing the images")]
+ARGUMENTS = ("INPUT_DB", "[OUTPUT_FILE]")
 
 
 def _pixels(datum, key):
@@ -50,7 +44,7 @@ def _pixels(datum, key):
 
 def compute_mean(input_db, backend="lmdb"):
     """(BlobProto of the mean, per-channel means, number of records)."""
-    from pycaffe_lite.io.caffe_io import open_db
+    from pycaffe_lite.io.db import open_db
     from pycaffe_lite.proto import caffe_pb2
     reader = open_db(input_db, backend, what="input database")
     try:
@@ -89,8 +83,7 @@ def compute_mean(input_db, backend="lmdb"):
     finally:
         reader.close()
     mean = total / numpy.float32(count)
-    blob = caffe_pb2.BlobProto(num=1, channels=channels, height=height, width=width)
-    blob.data.extend(mean.tolist())
+    blob = files.array_to_blob_proto(mean.reshape(1, channels, height, width), legacy=True)
     # Caffe sums each channel in float, one value after the other.
     per_channel = mean.reshape(channels, height * width)
     sums = numpy.add.accumulate(per_channel, axis=1, dtype=numpy.float32)[:, -1]
@@ -99,15 +92,16 @@ def compute_mean(input_db, backend="lmdb"):
 
 
 def main(argv=None):
-    def body(args):
-        blob, channel_means, _ = compute_mean(args.input_db, args.backend)
-        if args.output_file:
-            log.info("Write to %s", args.output_file)
-            files.write_binary_proto(args.output_file, blob)
+    def body(args, flags):
+        input_db, output_file = (args + [None])[:2]
+        blob, channel_means, _ = compute_mean(input_db, flags.backend)
+        if output_file:
+            log.info("Write to %s", output_file)
+            files.write_binary_proto(output_file, blob)
         log.info("Number of channels: %d", len(channel_means))
         for c, value in enumerate(channel_means):
             log.info("mean_value channel [%d]: %s", c, caffe_float(value))
-    return run_tool("compute_image_mean", parser(), argv, body, (), ("backend",))
+    return run_tool("compute_image_mean", USAGE, FLAGS, ARGUMENTS, argv, body)
 
 
 if __name__ == "__main__":

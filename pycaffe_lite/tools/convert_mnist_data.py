@@ -7,7 +7,6 @@ record i under the key ``%08d`` as a Datum of 1 x rows x cols raw uint8
 pixels with its label, as Caffe's examples/mnist/convert_mnist_data.cpp.
 OUTPUT_DB must not exist.  Flag: -backend {lmdb, leveldb} (gflags style).
 """
-import argparse
 import gzip
 import logging
 import sys
@@ -16,7 +15,8 @@ import numpy
 from tqdm import tqdm
 
 from pycaffe_lite.errors import CaffeError
-from pycaffe_lite.tools.convert_imageset import FLAGS_NOTE, run_tool
+from pycaffe_lite.flags import Flag
+from pycaffe_lite.tools import run_tool
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -32,14 +32,8 @@ USAGE = ("This script converts the MNIST dataset to\n"
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
 
-def parser():
-    p = argparse.ArgumentParser(prog="convert_mnist_data", description=USAGE, epilog=FLAGS_NOTE,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="lmdb", help="The backend for storing the result")
-    p.add_argument("image_file", metavar="INPUT_IMAGE_FILE")
-    p.add_argument("label_file", metavar="INPUT_LABEL_FILE")
-    p.add_argument("output_db", metavar="OUTPUT_DB")
-    return p
+FLAGS = [Flag("backend", str, "lmdb", "The backend for storing the result")]
+ARGUMENTS = ("INPUT_IMAGE_FILE", "INPUT_LABEL_FILE", "OUTPUT_DB")
 
 
 def read_idx(path, magic, what):
@@ -66,7 +60,7 @@ def read_idx(path, magic, what):
 
 def convert(image_file, label_file, db_path, backend="lmdb"):
     """Write the database; returns the number of records."""
-    from pycaffe_lite.io.caffe_io import create_db
+    from pycaffe_lite.io.db import create_db
     from pycaffe_lite.proto import caffe_pb2
     (num_items, rows, cols), pixels = read_idx(image_file, IMAGE_MAGIC, "image")
     (num_labels,), labels = read_idx(label_file, LABEL_MAGIC, "label")
@@ -91,9 +85,9 @@ def convert(image_file, label_file, db_path, backend="lmdb"):
 
 
 def main(argv=None):
-    def body(args):
-        convert(args.image_file, args.label_file, args.output_db, args.backend)
-    return run_tool("convert_mnist_data", parser(), argv, body, (), ("backend",))
+    def body(args, flags):
+        convert(*args, backend=flags.backend)
+    return run_tool("convert_mnist_data", USAGE, FLAGS, ARGUMENTS, argv, body)
 
 
 if __name__ == "__main__":

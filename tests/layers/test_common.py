@@ -115,6 +115,10 @@ def test_concat_errors():
         make_layer('type: "Concat"', [rand(2, 3), rand(2, 3, 1)])
     with pytest.raises(LayerError, match="out of range"):
         make_layer('type: "Concat" concat_param { axis: 2 }', [rand(2, 3), rand(2, 3)])
+    with pytest.raises(LayerError, match=r"concat_dim 2 is out of range for bottom 'a' of "
+                                         r"shape \(2, 3\)"):
+        make_layer('type: "Concat" bottom: "a" bottom: "b" concat_param { concat_dim: 2 }',
+                   [rand(2, 3), rand(2, 3)])
 
 
 # --- Slice ----------------------------------------------------------------------
@@ -158,6 +162,8 @@ def test_slice_errors():
     with pytest.raises(LayerError, match="either axis or slice_dim"):
         make_layer('type: "Slice" slice_param { axis: 1 slice_dim: 1 }', [rand(2, 4)],
                    num_tops=2)
+    with pytest.raises(LayerError, match=r"slice_dim 2 is out of range .* shape \(2, 4\)"):
+        make_layer('type: "Slice" slice_param { slice_dim: 2 }', [rand(2, 4)], num_tops=2)
 
 
 # --- Split ----------------------------------------------------------------------
@@ -193,6 +199,16 @@ def test_not_in_place(kind):
 
 # --- Flatten / Reshape ----------------------------------------------------------
 
+def check_reshapes(xp, text, x, expected):
+    """A layer that only reshapes: y = x.reshape(expected), dE/dx = dE/dy.reshape(x.shape)."""
+    layer, bottom, top = run(text, [x], xp=xp)
+    assert top[0].shape == expected
+    numpy.testing.assert_array_equal(to_numpy(top[0].data), x.reshape(expected))
+    g = rand(*expected, seed=4)
+    (dx,) = backward(layer, bottom, top, [g])
+    numpy.testing.assert_array_equal(dx, g.reshape(x.shape))
+
+
 @pytest.mark.parametrize("params,expected", [
     ("", (2, 90)),
     ("flatten_param { axis: 2 }", (2, 3, 30)),
@@ -202,13 +218,7 @@ def test_not_in_place(kind):
     ("flatten_param { axis: 2 end_axis: 1 }", (2, 3, 1, 6, 5)),
 ])
 def test_flatten_shapes(xp, params, expected):
-    x = rand(2, 3, 6, 5)
-    layer, bottom, top = run(f'type: "Flatten" {params}', [x], xp=xp)
-    assert top[0].shape == expected
-    numpy.testing.assert_array_equal(to_numpy(top[0].data), x.reshape(expected))
-    g = rand(*expected, seed=4)
-    (dx,) = backward(layer, bottom, top, [g])
-    numpy.testing.assert_array_equal(dx, g.reshape(x.shape))
+    check_reshapes(xp, f'type: "Flatten" {params}', rand(2, 3, 6, 5), expected)
 
 
 def test_flatten_gradient_and_view():
@@ -244,12 +254,7 @@ RESHAPE_CASES = [  # bottom (2, 3, 6, 5); Caffe's test_reshape_layer.cpp
 @pytest.mark.parametrize("params,expected", RESHAPE_CASES)
 def test_reshape_shapes(xp, params, expected):
     x = rand(2, 3, 6, 5) if expected != (2, 6, 5) else rand(2, 1, 6, 5)
-    layer, bottom, top = run(f'type: "Reshape" reshape_param {{ {params} }}', [x], xp=xp)
-    assert top[0].shape == expected
-    numpy.testing.assert_array_equal(to_numpy(top[0].data), x.reshape(expected))
-    g = rand(*expected, seed=4)
-    (dx,) = backward(layer, bottom, top, [g])
-    numpy.testing.assert_array_equal(dx, g.reshape(x.shape))
+    check_reshapes(xp, f'type: "Reshape" reshape_param {{ {params} }}', x, expected)
 
 
 def test_reshape_gradient_and_new_bottom_shape():

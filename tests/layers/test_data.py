@@ -20,7 +20,9 @@ from pycaffe_lite import rng
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.data_transformer import DataTransformer, TransformError
 from pycaffe_lite.errors import LayerError
-from pycaffe_lite.io.caffe_io import array_to_blobproto, create_db
+from pycaffe_lite.io.caffe_io import array_to_blobproto
+from pycaffe_lite.io.db import create_db
+from pycaffe_lite.io.files import read_blob
 from pycaffe_lite.layer import TEST, TRAIN
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.testing.gradient_check import make_layer
@@ -434,8 +436,7 @@ def test_data_only_data_top(golden):
 def test_data_crop_mirror_mean_file_vs_naive(golden, tmp_path):
     """Data layer in TRAIN with crop, mirror and the real MNIST mean file."""
     mean_file = need(PHOTOS / "mnist_mean.binaryproto")
-    from pycaffe_lite.io.caffe_io import load_mean_file
-    mean = load_mean_file(str(mean_file))[0]
+    mean = read_blob(str(mean_file))[0]
     pixels, labels = golden
     transform = f'crop_size: 24 mirror: true scale: 0.00390625 mean_file: "{mean_file}"'
     rng.set_random_seed(21)
@@ -614,6 +615,21 @@ def test_image_data_missing_image_names_file_and_line(tmp_path):
     source.write_text(f"{tmp_path}/missing.jpg 1\n")
     with pytest.raises(LayerError, match=r"missing.jpg .*:1\)"):
         build(image_data_text(source, 1))
+
+
+def test_image_data_size_change_in_a_batch_names_image_and_line(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), numpy.zeros((4, 4, 3), numpy.uint8))
+    cv2.imwrite(str(tmp_path / "b.png"), numpy.zeros((5, 5, 3), numpy.uint8))
+    source = image_list(tmp_path, ["a.png", "a.png", "a.png", "b.png"], prefix=f"{tmp_path}/")
+    layer, top = build(image_data_text(source, 2) + " data_param { prefetch: 0 }")
+    run(layer, top)
+    with pytest.raises(LayerError, match=rf"layer 'images'.*image {tmp_path}/b.png "
+                                         rf"\({source}:4\).*the batch expects 3 x 4 x 4"):
+        run(layer, top)
+    # The image that failed is read again: the next batch starts with it.
+    with pytest.raises(LayerError, match=rf"image {tmp_path}/a.png \({source}:1\)"):
+        run(layer, top)
+    layer.close()
 
 
 @pytest.mark.parametrize("content, line", [
