@@ -9,6 +9,8 @@ way Caffe's ``static_cast<int>`` reads them (truncation toward zero).
 import numpy
 
 from pycaffe_lite.backend import get_array_module
+from pycaffe_lite.errors import CaffeError
+from pycaffe_lite.io.files import read_blob
 from pycaffe_lite.layer import Layer, LossLayer, register
 from pycaffe_lite.proto import caffe_pb2
 
@@ -326,28 +328,6 @@ class HingeLoss(_LabelMixin, LossLayer):
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)
 
 
-def read_blob_proto(path):
-    """Read a binary ``BlobProto`` file: (shape, float64 NumPy array of its data).
-
-    The shape comes from ``shape.dim`` or else from the legacy
-    num/channels/height/width; data from ``double_data`` when present.
-    """
-    blob = caffe_pb2.BlobProto()
-    with open(path, "rb") as f:
-        blob.ParseFromString(f.read())
-    if blob.HasField("shape"):
-        shape = tuple(blob.shape.dim)
-    else:
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    values = blob.double_data if len(blob.double_data) else blob.data
-    data = numpy.asarray(values, dtype=numpy.float64)
-    count = int(numpy.prod(shape, dtype=numpy.int64))
-    if data.size != count:
-        raise ValueError(f"BlobProto holds {data.size} values but its shape {shape} "
-                         f"needs {count}")
-    return shape, data.reshape(shape)
-
-
 @register("InfogainLoss", "INFOGAIN_LOSS")
 class InfogainLoss(_LabelMixin, LossLayer):
     """Infogain loss on probabilities (the HWGQ fork's form: no internal softmax).
@@ -381,14 +361,10 @@ class InfogainLoss(_LabelMixin, LossLayer):
                 raise self.error("needs the infogain matrix H: set infogain_loss_param.source "
                                  "or give it as a third bottom")
             try:
-                _, h = read_blob_proto(p.source)
-            except FileNotFoundError:
-                raise self.error(f"infogain_loss_param.source: file '{p.source}' not found "
-                                 f"(relative paths are resolved from the current "
-                                 f"directory)") from None
-            except Exception as e:
-                raise self.error(f"infogain_loss_param.source '{p.source}' is not a readable "
-                                 f"BlobProto: {e}") from None
+                h = read_blob(p.source, "infogain matrix H", numpy.float64)
+            except CaffeError as e:
+                raise self.error(f"infogain_loss_param.source: {e} (relative paths are "
+                                 "resolved from the current directory)") from None
             self.infogain = self.xp.asarray(h, dtype=self.dtype)
 
     def reshape(self, bottom, top):

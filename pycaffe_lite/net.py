@@ -359,7 +359,7 @@ class Net:
             for k, (proto, blob) in enumerate(zip(lp.blobs, layer.blobs)):
                 shape = files.blob_proto_shape(proto)
                 same = shape == blob.shape
-                if not same and not proto.HasField("shape"):
+                if not same and files.has_legacy_shape(proto):
                     same = files.legacy_shape(blob.shape) == shape
                 if not same:
                     raise WeightsError(

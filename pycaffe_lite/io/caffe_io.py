@@ -45,7 +45,7 @@ def blobproto_to_array(blob, return_diff=False):
     builds them with ``np.array`` of the repeated field).
     """
     try:
-        return files.blob_proto_to_array(blob, numpy.float64, return_diff, legacy_first=True)
+        return files.blob_proto_to_array(blob, numpy.float64, return_diff)
     except WeightsError as e:
         raise ValueError(str(e)) from None  # pycaffe's reshape raises ValueError
 

@@ -139,18 +139,20 @@ def write_text_proto(path, msg):
 _LEGACY_FIELDS = ("num", "channels", "height", "width")
 
 
-def blob_proto_shape(proto, legacy_first=False):
-    """The shape a BlobProto declares: ``shape``, or the legacy num/channels/height/width.
+def has_legacy_shape(proto):
+    return any(proto.HasField(f) for f in _LEGACY_FIELDS)
 
-    ``shape`` wins when both are set, unless ``legacy_first`` (pycaffe's
-    ``blobproto_to_array``: the legacy fields win when any of them is set).
+
+def blob_proto_shape(proto):
+    """The shape a BlobProto declares.
+
+    As Caffe's ``Blob::FromProto`` (and pycaffe's ``blobproto_to_array``): the
+    legacy num/channels/height/width win when any of them is set, else
+    ``shape``; a proto with neither is a 0-axis (scalar) blob.
     """
-    legacy = any(proto.HasField(f) for f in _LEGACY_FIELDS)
-    if proto.HasField("shape") and not (legacy_first and legacy):
-        return tuple(int(d) for d in proto.shape.dim)
-    if legacy:
+    if has_legacy_shape(proto):
         return (proto.num, proto.channels, proto.height, proto.width)
-    return ()  # Caffe writes no shape at all for a 0-axis (scalar) blob
+    return tuple(int(d) for d in proto.shape.dim)
 
 
 def legacy_shape(shape):
@@ -161,13 +163,12 @@ def legacy_shape(shape):
     return (1,) * (4 - len(shape)) + shape
 
 
-def blob_proto_to_array(proto, dtype=numpy.float32, diff=False, legacy_first=False):
+def blob_proto_to_array(proto, dtype=numpy.float32, diff=False):
     """The values (``diff``: the diffs) of a BlobProto as an array of its declared shape.
 
-    ``double_data`` / ``double_diff`` are read when present.  ``legacy_first``:
-    see :func:`blob_proto_shape`.
+    ``double_data`` / ``double_diff`` are read when present.
     """
-    shape = blob_proto_shape(proto, legacy_first)
+    shape = blob_proto_shape(proto)
     if diff:
         values = proto.double_diff if len(proto.double_diff) else proto.diff
     else:

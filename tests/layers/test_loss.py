@@ -13,9 +13,8 @@ from google.protobuf import text_format
 from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import layer_class
-from pycaffe_lite.layers.loss import (
-    get_normalizer, normalization_mode, read_blob_proto,
-)
+from pycaffe_lite.io.files import read_blob
+from pycaffe_lite.layers.loss import get_normalizer, normalization_mode
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
@@ -386,7 +385,7 @@ def test_infogain_third_bottom(xp, shape, axis, ignore, norm):
 def test_infogain_source_file(tmp_path, monkeypatch, legacy_shape, double):
     p, lab, h = infogain_inputs((4, 3), 1, None)
     write_blob_proto(tmp_path / "H.binaryproto", h, legacy_shape, double)
-    assert read_blob_proto(tmp_path / "H.binaryproto")[0] == (1, 1, 3, 3)
+    assert read_blob(str(tmp_path / "H.binaryproto")).shape == (1, 1, 3, 3)
     monkeypatch.chdir(tmp_path)  # relative paths resolve from the current directory
     layer, bottom, top = run('type: "InfogainLoss" infogain_loss_param { source: "H.binaryproto" }',
                              [p, lab])
@@ -410,14 +409,14 @@ def test_infogain_clamps_tiny_probabilities():
 def test_infogain_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p, lab, h = infogain_inputs((4, 3), 1, None)
-    with pytest.raises(LayerError, match=r"layer 'ig'.*'missing/H\.binaryproto' not found"):
+    with pytest.raises(LayerError, match=r"layer 'ig'.*missing/H\.binaryproto: infogain matrix H file not found"):
         build('name: "ig" type: "InfogainLoss" '
               'infogain_loss_param { source: "missing/H.binaryproto" }',
                    [p, lab])
     with pytest.raises(LayerError, match="infogain_loss_param.source"):
         build('type: "InfogainLoss"', [p, lab])
     (tmp_path / "junk.binaryproto").write_bytes(b"\xff\xff\xff")
-    with pytest.raises(LayerError, match="junk.binaryproto.*not a readable BlobProto"):
+    with pytest.raises(LayerError, match="junk.binaryproto: not a valid binary infogain matrix H"):
         build('type: "InfogainLoss" infogain_loss_param { source: "junk.binaryproto" }', [p, lab])
     with pytest.raises(LayerError, match="'H'.*expected 3 x 3 = 9"):
         build('type: "InfogainLoss" bottom: "p" bottom: "l" bottom: "H"', [p, lab, numpy.eye(4)])
