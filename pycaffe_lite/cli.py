@@ -55,6 +55,9 @@ FLAGS = [
          "received: snapshot, stop or none."),
     Flag("sighup_effect", str, "snapshot", "Optional; action to take when a SIGHUP signal "
          "is received: snapshot, stop or none."),
+    Flag("synthetic_data", bool, False, "Optional; replace data-source layers (Data, "
+         "ImageData, HDF5Data, ...) by random data of the same batch size, for nets whose "
+         "databases are not on this machine (pycaffe_lite extension)."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
 ] + GLOG_FLAGS
@@ -174,8 +177,13 @@ def _progress(flags, total, desc):
 
 
 def _build_net(flags, phase, xp):
+    from .io import files
+    from .io.synthetic import synthesize_data_layers
     from .net import Net
-    return Net(flags.model, phase=phase, level=flags.level, stages=_stages(flags), xp=xp)
+    model = files.read_net(flags.model)
+    if flags.synthetic_data:
+        model = synthesize_data_layers(model)
+    return Net(model, phase=phase, level=flags.level, stages=_stages(flags), xp=xp)
 
 
 def _copy_weights(net, weights):

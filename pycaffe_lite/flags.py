@@ -87,6 +87,7 @@ def parse_flags(argv, flags):
             continue
         body = arg[2:] if arg.startswith("--") else arg[1:]
         name, eq, text = body.partition("=")
+        name = name.replace("-", "_")  # gflags treats --a-b as --a_b
         if name in ("help", "h", "helpfull", "version"):
             values["version" if name == "version" else "help"] = True
             continue

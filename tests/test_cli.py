@@ -484,3 +484,21 @@ def test_lenet_scores_mnist_test_set(tmp_path):
     loss = float(summary[0].split()[1])
     assert 0.01 < loss < 0.05, summary
     print(f"caffe_lite test on 10000 MNIST images: {elapsed:.1f} s")
+
+
+def test_time_with_synthetic_data_on_a_net_without_its_database(tmp_path, capsys):
+    """--synthetic-data swaps the missing LMDB for random data of the same shape."""
+    from pycaffe_lite.cli import main
+    model = tmp_path / "net.prototxt"
+    model.write_text('layer { name: "data" type: "Data" top: "data" top: "label" '
+                     'transform_param { crop_size: 8 } '
+                     'data_param { source: "nowhere_lmdb" batch_size: 3 } }\n'
+                     'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                     'inner_product_param { num_output: 2 } }\n'
+                     'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" '
+                     'bottom: "label" top: "loss" }\n')
+    assert main(["time", f"--model={model}", "--iterations=1"]) == 1
+    assert "nowhere_lmdb" in capsys.readouterr().err
+    assert main(["time", f"--model={model}", "--iterations=1", "--synthetic-data"]) == 0
+    err = capsys.readouterr().err
+    assert "*** Benchmark ends ***" in err and "ip\tforward" in err
