@@ -7,6 +7,8 @@ written for it keep working:
 * ``time``: benchmark every layer's forward and backward pass.
 * ``device_query``: show the properties of the GPU(s) named by ``--gpu``.
 * ``train``: registered, implemented by the solver work (issue #4).
+* ``upgrade {net_text,net_binary,solver_text} IN OUT``: Caffe's
+  ``upgrade_net_proto_text`` / ``_binary`` / ``upgrade_solver_proto_text``.
 
 Flags are gflags-style (:mod:`pycaffe_lite.flags`): ``-model=x``, ``--model=x``
 and ``--model x`` are the same; booleans take ``--flag``, ``--noflag`` or
@@ -69,14 +71,15 @@ class CommandNotImplemented(Exception):
 
 # --- commands ------------------------------------------------------------------------
 
-Command = collections.namedtuple("Command", "name run help")
+Command = collections.namedtuple("Command", "name run help arguments")
 COMMANDS = collections.OrderedDict()
 
 
-def command(name, help_text):
-    """Register ``caffe_lite <name>``; the function takes the parsed flags."""
+def command(name, help_text, arguments=()):
+    """Register ``caffe_lite <name>``; the function takes the parsed flags, then
+    one positional argument per name in ``arguments``."""
     def wrap(func):
-        COMMANDS[name] = Command(name, func, help_text)
+        COMMANDS[name] = Command(name, func, help_text, tuple(arguments))
         return func
     return wrap
 
@@ -375,6 +378,30 @@ def cmd_time(flags):
     return 0
 
 
+# --- upgrade ---------------------------------------------------------------------------
+
+UPGRADE_KINDS = ("net_text", "net_binary", "solver_text")
+
+
+@command("upgrade", "write an old net or solver in the current format (upgrade "
+         f"{'|'.join(UPGRADE_KINDS)} IN OUT)",
+         arguments=("{" + ",".join(UPGRADE_KINDS) + "}", "IN", "OUT"))
+def cmd_upgrade(flags, kind, source, target):
+    """Caffe's upgrade_net_proto_text / _binary / upgrade_solver_proto_text.
+
+    Status 1 when the upgrade met problems (the file is still written, as
+    Caffe's tools write it).
+    """
+    from .io import upgrade
+    if kind not in UPGRADE_KINDS:
+        raise UsageError(f"upgrade: '{kind}' is not one of {', '.join(UPGRADE_KINDS)}")
+    if kind == "solver_text":
+        report = upgrade.upgrade_solver_file(source, target)
+    else:
+        report = upgrade.upgrade_net_file(source, target, binary=kind == "net_binary")
+    return 1 if report.problems else 0
+
+
 # --- entry point ---------------------------------------------------------------------
 
 def _fail(message, status=1, show_usage=False):
@@ -396,17 +423,21 @@ def main(argv=None):
         from . import __version__
         sys.stdout.write(f"{PROG} version {__version__}\n")
         return 0
-    if len(positional) != 1:
-        what = "no command given" if not positional else (
-            f"one command expected, got {len(positional)}: {' '.join(positional)}")
-        return _fail(what, show_usage=True)
-    name = positional[0]
+    if not positional:
+        return _fail("no command given", show_usage=True)
+    name, arguments = positional[0], positional[1:]
     if name not in COMMANDS:
         return _fail(f"unknown command '{name}' (commands: {', '.join(COMMANDS)})",
                      show_usage=True)
+    expected = COMMANDS[name].arguments
+    if len(arguments) != len(expected):
+        what = (f"'{name}' takes {' '.join(expected)}, got {len(arguments)} argument(s)"
+                if expected else
+                f"one command expected, got {len(positional)}: {' '.join(positional)}")
+        return _fail(what, show_usage=True)
     setup_logging(min_level=flags.minloglevel)
     try:
-        return COMMANDS[name].run(flags) or 0
+        return COMMANDS[name].run(flags, *arguments) or 0
     except UsageError as e:
         return _fail(e, show_usage=e.show_usage)
     except CommandNotImplemented as e:

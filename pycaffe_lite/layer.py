@@ -80,6 +80,9 @@ class Layer:
     equal_bottom_top = False
     # Loss layers weight their first top by 1 unless loss_weight says otherwise.
     is_loss = False
+    # Create unnamed tops up to the minimum when the prototxt names none
+    # (Caffe's AutoTopBlobs: a loss layer written without a top still counts).
+    auto_top_blobs = False
 
     def __init__(self, param, phase=TRAIN, xp=numpy, dtype=numpy.float32):
         self.param = param
@@ -184,6 +187,7 @@ class LossLayer(Layer):
     exact_bottoms = 2
     exact_tops = 1
     is_loss = True
+    auto_top_blobs = True
 
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1

@@ -183,6 +183,11 @@ class Net:
                 available[name] = True
                 if lp.type == "Input":
                     self.input_names.append(name)
+            if layer.auto_top_blobs:
+                needed = max(layer.min_tops or 0, layer.exact_tops or 0)
+                # unnamed: not in net.blobs, not an output (Caffe's "(automatic)")
+                tops += [Blob((), xp=self.xp, dtype=self.dtype)
+                         for _ in range(needed - len(tops))]
             layer.set_up(bottoms, tops)
             layer_need = any(blob_need_backward[name] for name in lp.bottom)
             frozen = []

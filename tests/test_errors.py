@@ -4,6 +4,7 @@ import pytest
 
 import pycaffe_lite as caffe
 from pycaffe_lite.errors import CaffeError, NetError, ParseError, WeightsError
+from pycaffe_lite.proto import caffe_pb2
 
 NET = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
@@ -76,15 +77,33 @@ def test_truncated_caffemodel(tiny, tmp_path):
         caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
 
 
+ONNX_START = b"\x08\x07\x12\x07pytorch\x3a\x06\x0a\x04node\x42\x02\x10\x0d"
+
+
 @pytest.mark.parametrize("content,what", [
     (b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "HDF5"),
     (b"PK\x03\x04" + b"\0" * 64, "zip"),
     (b"\x80\x02}q\x00" + b"\0" * 64, "pickle"),
+    (b"\x80\x04\x95" + b"\0" * 64, "pickle"),
+    (b"\x93NUMPY\x01\x00" + b"\0" * 64, "NumPy"),
+    (b"\x1f\x8b\x08\x00" + b"\0" * 64, "gzip"),
+    (ONNX_START, "ONNX"),
+    (caffe_pb2.SolverState(iter=100, learned_net="x.caffemodel").SerializeToString(),
+     r"solver state \(a .solverstate"),
+    (caffe_pb2.BlobProto(num=1, channels=3, height=2, width=2, data=[0.5] * 12)
+     .SerializeToString(), "BlobProto"),
 ])
 def test_foreign_weight_files_are_named(tiny, tmp_path, content, what):
     weights = tmp_path / "model.bin"
     weights.write_bytes(content)
     with pytest.raises(WeightsError, match=f"model.bin: not a caffemodel: .*{what}"):
+        caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
+
+
+def test_empty_weight_file(tiny, tmp_path):
+    weights = tmp_path / "empty.caffemodel"
+    weights.write_bytes(b"")
+    with pytest.raises(WeightsError, match="empty.caffemodel: empty file, not a caffemodel"):
         caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
 
 

@@ -156,3 +156,14 @@ def test_lr_mult_zero_params_get_no_gradient_unless_forced():
     forced.blobs["x"].data[...] = 1
     forced.forward_backward()
     assert forced.params["ip"][0].diff.any()  # Caffe computes them under force_backward
+
+
+def test_loss_layer_without_top_gets_an_unnamed_one():
+    """Caffe's AutoTopBlobs: an old net's loss layer written without a top still counts."""
+    text = ('layer { name: "in" type: "Input" top: "x" top: "y" '
+            'input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }\n'
+            'layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "y" }')
+    net = Net(net_param(text))
+    net.blobs["x"].data[...] = 1
+    assert net.forward_range() == pytest.approx(6 / (2 * 2))
+    assert list(net.blobs) == ["x", "y"] and net.output_names == []

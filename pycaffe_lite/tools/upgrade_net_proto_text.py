@@ -1,0 +1,12 @@
+"""upgrade_net_proto_text: Caffe's tool of that name; see :mod:`pycaffe_lite.tools.upgrade_proto`."""
+import sys
+
+from pycaffe_lite.tools.upgrade_proto import run
+
+
+def main(argv=None):
+    return run("upgrade_net_proto_text", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
