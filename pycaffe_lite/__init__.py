@@ -8,5 +8,7 @@ from .blob import Blob  # noqa: F401
 from .layer import TEST, TRAIN, Layer, layer_type_list  # noqa: F401
 from .pycaffe import Net, set_device, set_mode_cpu, set_mode_gpu  # noqa: F401
 from .rng import set_random_seed  # noqa: F401
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: F401
+                      NesterovSolver, RMSPropSolver, SGDSolver, get_solver)
 
 __version__ = "0.1.0"

@@ -6,7 +6,8 @@ written for it keep working:
 * ``test``: score a model (``--model``, ``--weights``, ``--iterations``).
 * ``time``: benchmark every layer's forward and backward pass.
 * ``device_query``: show the properties of the GPU(s) named by ``--gpu``.
-* ``train``: registered, implemented by the solver work (issue #4).
+* ``train``: train or finetune with a solver (``--solver``, ``--weights`` or
+  ``--snapshot``, ``--sigint_effect``, ``--sighup_effect``).
 * ``upgrade {net_text,net_binary,solver_text} IN OUT``: Caffe's
   ``upgrade_net_proto_text`` / ``_binary`` / ``upgrade_solver_proto_text``.
 
@@ -195,12 +196,136 @@ def _copy_weights(net, weights):
         net.copy_from(path)
 
 
-# --- train: the solver work (issue #4) replaces this stub --------------------------
+# --- train ---------------------------------------------------------------------------
+
+def _train_device(flags, param):
+    """``xp`` for training, chosen as Caffe's ``train()`` chooses (and logs) it.
+
+    No --gpu: ``solver_mode: GPU`` means ``-gpu <device_id>``.  A GPU asked for
+    but not usable: one warning, then the CPU.  Several GPUs: Caffe trains on
+    all of them (P2PSync); we train on the first and say so.
+    """
+    requested, source = flags.gpu, "--gpu=" + flags.gpu
+    if not requested and param.solver_mode == param.GPU:
+        requested = str(param.device_id)
+        source = f"solver_mode: GPU (device_id {param.device_id})"
+    if not requested:
+        log.info("Use CPU.")
+        return numpy
+    ids = _gpu_ids(flags._replace(gpu=requested))
+    if not backend.gpu_available():
+        log.warning("%s asks for a GPU, but there is no usable GPU: %s; training on the CPU",
+                    source, _no_gpu_reason())
+        log.info("Use CPU.")
+        param.solver_mode = param.CPU
+        return numpy
+    count = _device_count()
+    ids = list(range(count)) if ids is None else ids
+    for device in ids:
+        if not 0 <= device < count:
+            raise CaffeError(f"{source}: no GPU with device ID {device} ({count} found: IDs 0 "
+                             f"to {count - 1})")
+    log.info("Using GPUs %s", ", ".join(str(i) for i in ids))
+    for device in ids:
+        log.info("GPU %d: %s", device, _device_name(device))
+    if len(ids) > 1:
+        log.warning("multi-GPU training is not supported; training on GPU %d only", ids[0])
+    param.solver_mode = param.GPU
+    param.device_id = ids[0]
+    backend.cupy.cuda.Device(ids[0]).use()
+    return backend.cupy
+
+
+class _IterationClock:
+    """Mean wall time of a training iteration (forward, backward, update), from the
+    solver's callbacks; the intervals that include a test or a snapshot (due, or
+    asked for by a signal) are left out."""
+
+    def __init__(self, solver):
+        self.solver = solver
+        self.last = None
+        self.total = 0.0
+        self.count = 0
+        self.requested = False
+        solver.add_callback(on_start=self.on_start)
+
+    def watch(self, action_request):
+        """``action_request`` that also notes when a signal asked for something."""
+        def request():
+            action = action_request()
+            if action:
+                self.requested = True
+            return action
+        return request
+
+    def on_start(self):
+        now = _time.perf_counter()
+        p, it = self.solver.param, self.solver.iter
+        # Between the previous on_start and this one: that iteration, then (when due)
+        # a snapshot and this iteration's test.
+        busy = ((p.test_interval and it % p.test_interval == 0)
+                or (p.snapshot and it % p.snapshot == 0))
+        if self.last is not None and not busy and not self.requested:
+            self.total += now - self.last
+            self.count += 1
+        self.last = now
+        self.requested = False
+
+    def report(self):
+        if self.count:
+            log.info("Average time per iteration: %s ms (forward, backward and update, "
+                     "over %d iterations; tests and snapshots excluded)",
+                     caffe_float(self.total / self.count * 1e3), self.count)
+
 
 @command("train", "train or finetune a model")
 def cmd_train(flags):
-    raise CommandNotImplemented("'train' is not implemented in this version of "
-                                "pycaffe_lite; use 'test' or 'time', or the Python API")
+    """Caffe's ``train()``: build the solver, resume (--snapshot) or finetune
+    (--weights), then ``Solve()`` with SIGINT / SIGHUP turned into solver requests.
+
+    As in Caffe, --level and --stage go into the solver's ``train_state`` (the
+    level replaces the solver's own), and the default SIGINT effect, ``stop``,
+    ends training with the final snapshot that ``snapshot_after_train`` (default
+    true) asks for: a complete ``.caffemodel`` + ``.solverstate`` pair that
+    ``--snapshot`` resumes from.  (A solver with ``snapshot_after_train: false``
+    stops without one, as Caffe's does: send SIGHUP first, ``snapshot``.)
+    Extension: the mean time of a training iteration is logged at the end.
+    """
+    from . import solvers
+    from .io import files
+    if not flags.solver:
+        raise UsageError("Need a solver definition to train (--solver).")
+    if flags.snapshot and flags.weights:
+        raise UsageError("Give a snapshot to resume training or weights to finetune but "
+                         "not both (--snapshot and --weights).", show_usage=False)
+    effects = [solvers.signals.effect(getattr(flags, name), name)
+               for name in ("sigint_effect", "sighup_effect")]
+    param = files.read_solver(flags.solver)
+    param.train_state.level = flags.level
+    param.train_state.stage.extend(_stages(flags))
+    xp = _train_device(flags, param)
+    if flags.snapshot:
+        del param.weights[:]
+    elif flags.weights:
+        del param.weights[:]
+        param.weights.append(flags.weights)   # the solver copies them into every net
+    with solvers.SignalHandler(*effects) as signals:
+        solver = solvers.create_solver(param, path=flags.solver, xp=xp,
+                                       action_request=signals.check,
+                                       progress=None if flags.progress else False)
+        try:
+            if flags.snapshot:
+                log.info("Resuming from %s", flags.snapshot)
+                solver.restore(flags.snapshot)
+            clock = _IterationClock(solver)
+            solver.action_request = clock.watch(signals.check)
+            log.info("Starting Optimization")
+            solver.solve()
+            clock.report()
+        finally:
+            solver.close()
+    log.info("Optimization Done.")
+    return 0
 
 
 # --- test ------------------------------------------------------------------------------

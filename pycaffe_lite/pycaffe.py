@@ -41,7 +41,7 @@ def array_module():
 class Net(CoreNet):
     """A net with pycaffe's constructor and methods."""
 
-    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=()):
+    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=(), xp=None):
         args = list(args)
         if args and isinstance(args[0], str):      # Net(model, weights, phase)
             weights = args.pop(0)
@@ -52,7 +52,7 @@ class Net(CoreNet):
                              "caffe.Net(model, weights, phase) with phase caffe.TRAIN or "
                              "caffe.TEST")
         super().__init__(model, phase=phase, level=level, stages=stages, weights=weights,
-                         xp=array_module())
+                         xp=xp if xp is not None else array_module())
 
     # --- names ----------------------------------------------------------------
     @property

@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -32,3 +33,13 @@ def xp(request):
         return cupy
     import numpy
     return numpy
+
+
+@pytest.fixture(autouse=True)
+def restore_logger():
+    """Commands install the glog handler on the package logger; undo it after each test."""
+    logger = logging.getLogger("pycaffe_lite")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)

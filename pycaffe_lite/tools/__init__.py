@@ -1,4 +1,5 @@
-"""Caffe's data tools: ``convert_imageset``, ``compute_image_mean``, ``convert_mnist_data``.
+"""Caffe's data tools: ``convert_imageset``, ``compute_image_mean``, ``convert_mnist_data``;
+its log tools: ``parse_log``, ``plot_training_log``.
 
 Each reads a gflags-style command line (:mod:`pycaffe_lite.flags`, as
 ``caffe_lite`` does) and logs glog-style lines
@@ -25,16 +26,19 @@ def run_tool(prog, usage, flags, arguments, argv, body):
     ``usage``: the text ``--help`` starts with.  ``flags``: the tool's
     :class:`~pycaffe_lite.flags.Flag` s (glog's flags are added).
     ``arguments``: the names of the positional arguments, optional ones in
-    brackets (``"[OUTPUT_FILE]"``).  Returns the exit status: 0, or 1 after
+    brackets (``"[OUTPUT_FILE]"``), a last one ending in ``...`` taking any
+    number (``"[LOG...]"``: none or more).  Returns the exit status: 0, or 1 after
     logging a CaffeError.  A command line that cannot be read prints the error
     and the usage to stderr and raises ``SystemExit(2)``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     flags = list(flags) + GLOG_FLAGS
     least = sum(1 for name in arguments if not name.startswith("["))
+    variadic = bool(arguments) and arguments[-1].strip("[]").endswith("...")
+    most = float("inf") if variadic else len(arguments)
     try:
         args, values = parse_flags(argv, flags)
-        if not (values.help or values.version) and not least <= len(args) <= len(arguments):
+        if not (values.help or values.version) and not least <= len(args) <= most:
             given = f" ({' '.join(args)})" if args else ""
             raise UsageError(f"expected the arguments {' '.join(arguments)}, got "
                              f"{len(args)}{given}")
