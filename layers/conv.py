@@ -9,16 +9,20 @@ column buffer ``[C * prod(kernel), prod(out)]`` (and the Im2col layer's top).
 Both ``im2col`` and ``col2im`` loop over the ``prod(kernel)`` kernel offsets (a
 handful) and move whole strided slices, never single elements.
 
-Speed.  A convolution is, per sample and group, the GEMM ``W[M, C*K] @
-col[C*K, P]``; one broadcasting ``matmul`` runs them for a chunk of samples
-and writes straight into the top (no transposes).  The batch is processed in
-chunks whose column buffer holds about ``_COL_BUDGET_*`` elements (on the CPU
-a few MiB, so the buffer is still in cache when the GEMM reads it, and the
-bias is added while the output is; on a GPU the whole batch at once).  When a
-single sample's columns exceed the budget (large images), forward goes by bands
-of output rows.  A 1x1, stride-1, pad-0 convolution uses the input itself as
-its columns.  Measured on a 2-core machine: a 3x3 convolution 64 -> 64
-channels on 16 x 56 x 56 runs at about 2/3 of NumPy's float32 GEMM peak.
+Speed.  A convolution is, per group, the GEMM ``W[M/g, C/g*K] @ col[C/g*K,
+n*P]`` over a chunk of ``n`` samples: the columns are built channel-major
+(``[C, *kernel, n, *out]``), so one 2-D GEMM per group covers the chunk, and
+its result is moved into ``[n, M, *out]`` with the bias in the same pass (a
+chunk of one sample needs no move).  The batch is processed in chunks whose
+column buffer holds about ``_COL_BUDGET_*`` elements (on the CPU a few MiB;
+on a GPU the whole batch at once).  When a single sample's columns exceed
+the budget (large images), forward goes by bands of output rows.  A 1x1,
+stride-1, pad-0 convolution uses the input itself as its columns.  A 2-D,
+stride-1 convolution whose output rows are as wide as its input rows (3x3
+pad 1, ...) builds its columns from whole-image runs of a flat padded layout
+instead of row by row; a depthwise one on large maps skips the columns and
+adds the kernel's shifted runs directly.  Measured on a 2-core machine:
+AlexNet's conv3 at batch 16 runs at about 80% of NumPy's float32 GEMM peak.
 
 The weight used by forward and by the bottom gradient comes from
 ``effective_weight()``; the weight gradient always accumulates into
@@ -38,6 +42,19 @@ from pycaffe_lite.layer import Layer, register
 # a 2-core machine (larger chunks fall out of cache, smaller ones make thin GEMMs).
 _COL_BUDGET_CPU = 1 << 21
 _COL_BUDGET_GPU = 1 << 26
+# NumPy: up to this many groups are multiplied one 2-D GEMM at a time (see
+# ``_grouped_matmul``).
+_GROUP_LOOP_MAX = 8
+# NumPy InnerProduct: batches below this many rows multiply the weight from the
+# left, this many weight rows at a time (see InnerProductLayer.forward).
+_IP_THIN_BATCH = 128
+_IP_ROW_BLOCK = 1024
+# Depthwise convolutions go direct (no columns) from this many output pixels per
+# channel: measured faster from 80x80 up, slower than the 1x9 GEMMs at 40x40 and
+# below (NumPy's multiply by a per-channel scalar is slow on short rows).
+_DEPTHWISE_DIRECT_MIN_PLANE = 4096
+# Elements of one channel chunk of a direct depthwise convolution (CPU).
+_DEPTHWISE_CHUNK_CPU = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -116,6 +133,8 @@ def im2col(img, geom, col, first_row=0):
     ``first_row``: the columns start at this output position of the first
     spatial axis (a band of output rows).
     """
+    if _rows_are_runs(img, geom, col):
+        return _im2col_runs(img, geom, col, first_row)
     img_shape = img.shape[2:]
     col_shape = col.shape[2 + len(geom.kernel):]
     lead = (slice(None), slice(None))
@@ -133,6 +152,104 @@ def im2col(img, geom, col, first_row=0):
         dst[lead + tuple(slice(lo, hi) for lo, hi, _ in ranges)] = \
             img[lead + tuple(src for _, _, src in ranges)]
     return col
+
+
+def _rows_are_runs(img, geom, col):
+    """2-D, stride 1, output rows as wide as input rows ("same" padding across)."""
+    return (len(geom.kernel) == 2 and geom.stride == (1, 1) and geom.kernel_count > 1
+            and col.shape[-1] == img.shape[-1])
+
+
+def _flat_rows(img, geom, first_row, rows):
+    """``img [n, C, H, W]`` laid out flat per image and channel for a
+    :func:`_rows_are_runs` geometry: ``pad_h`` zero rows above, enough zero
+    rows below for output rows ``first_row .. first_row + rows``, and
+    ``pad_w`` zeros at either end.  Input row ``r`` starts at ``pad_w + (r +
+    pad_h) * W``.
+    """
+    xp = get_array_module(img)
+    (kh, _), (ph, pw), (dh, _) = geom.kernel, geom.pad, geom.dilation
+    n, c, h, w = img.shape
+    below = max(0, first_row + rows - 1 + (kh - 1) * dh - ph - (h - 1))
+    start = pw + ph * w
+    flat = xp.empty((n, c, start + (h + below) * w + pw), dtype=img.dtype)
+    flat[:, :, :start] = 0
+    flat[:, :, start:start + h * w] = img.reshape(n, c, h * w)
+    flat[:, :, start + h * w:] = 0
+    return flat
+
+
+def _runs(geom, width, first_row, rows):
+    """Per kernel offset of a :func:`_rows_are_runs` geometry: ``(index, start,
+    shift)``: its output rows read ``rows * width`` values of the
+    :func:`_flat_rows` layout from ``start``; ``shift`` is its column offset
+    (``-pad_w .. pad_w``): the first ``-shift`` (or last ``shift``) columns of
+    each output row read the neighbouring input row and must be zero."""
+    (kh, kw), (_, pw), (dh, dw) = geom.kernel, geom.pad, geom.dilation
+    return [(i * kw + j, pw + (first_row + i * dh) * width + j * dw - pw, j * dw - pw)
+            for i in range(kh) for j in range(kw)]
+
+
+def _zero_wrapped(rows_view, shift):
+    """Zero the columns of ``rows_view [..., W]`` that a ``shift`` wrapped into the next row."""
+    width = rows_view.shape[-1]
+    if shift < 0:
+        rows_view[..., :min(-shift, width)] = 0
+    elif shift > 0:
+        rows_view[..., max(width - shift, 0):] = 0
+
+
+def _im2col_runs(img, geom, col, first_row):
+    """:func:`im2col` for :func:`_rows_are_runs` geometries, by whole-image copies.
+
+    Every output row is as wide as an input row, so in the :func:`_flat_rows`
+    layout the columns of one kernel offset are ONE contiguous run per image
+    and channel (less the few wrapped columns, zeroed after).  Long runs
+    instead of one short copy per row.
+    """
+    n, c = img.shape[:2]
+    rows, width = col.shape[-2:]
+    flat = _flat_rows(img, geom, first_row, rows)
+    kw = geom.kernel[1]
+    for k, start, shift in _runs(geom, width, first_row, rows):
+        dst = col[:, :, k // kw, k % kw]
+        dst[...] = flat[:, :, start:start + rows * width].reshape(n, c, rows, width)
+        _zero_wrapped(dst, shift)
+    return col
+
+
+def _depthwise_runs(x, weight, geom, out, bias):
+    """Depthwise convolution (``group == C == M``) of a :func:`_rows_are_runs`
+    geometry, without columns: ``out[:, c] = sum_k weight[c, k] * run_k(x)[:, c]``.
+
+    One multiply and one add per kernel offset, straight into ``out``, a
+    chunk of channels at a time (bounding the scratch).  On 80x80 maps and up
+    this beats writing 9x the input as columns for a batch of 1x9 GEMMs
+    (measured in RetinaFace: 1.6 -> 1.0 ms on 64x80x80); on small maps
+    NumPy's multiply by a per-channel scalar over short rows loses.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    plane = out.shape[2] * w
+    flat = _flat_rows(x, geom, 0, out.shape[2])
+    taps = weight.reshape(c, -1)
+    step = c if xp is not numpy else max(1, min(c, _DEPTHWISE_CHUNK_CPU // (n * plane)))
+    scratch = xp.empty((n, step, plane), dtype=out.dtype)
+    total = out.reshape(n, c, plane)
+    runs = sorted(_runs(geom, w, 0, out.shape[2]), key=lambda run: run[2] != 0)
+    for c0 in range(0, c, step):
+        part = slice(c0, min(c0 + step, c))
+        acc = total[:, part]
+        tmp = scratch[:, :acc.shape[1]]
+        for index, (k, start, shift) in enumerate(runs):
+            target = acc if index == 0 else tmp
+            xp.multiply(flat[:, part, start:start + plane], taps[part, k, None], out=target)
+            _zero_wrapped(target.reshape(target.shape[:2] + (-1, w)), shift)
+            if index:
+                acc += tmp
+        if bias is not None:
+            acc += bias[part, None]
+    return out
 
 
 def col2im(col, geom, img):
@@ -153,7 +270,7 @@ def col2im(col, geom, img):
 
 
 # --------------------------------------------------------------------------
-# Batched convolution GEMMs
+# Convolution GEMMs over chunks of the batch
 # --------------------------------------------------------------------------
 def _budget(xp):
     return _COL_BUDGET_CPU if xp is numpy else _COL_BUDGET_GPU
@@ -169,18 +286,37 @@ def _add_bias(out, bias):
         out += bias.reshape((-1,) + (1,) * (out.ndim - 2))
 
 
-class _ColumnChunks:
-    """Chunks of a batch and the column buffer of one chunk.
+def _grouped_matmul(a, b, out):
+    """``out[g] = a[g] @ b[g]`` for every group ``g``.
 
-    Forward and the input gradient use per-sample columns ``[n, group,
-    C/group*K, P]`` (one GEMM per sample and group, written straight into
-    ``[n, M, *out]``); the weight gradient uses channel-major columns ``[group,
-    C/group*K, n*P]`` so that one GEMM per group contracts over samples and
-    positions at once.  A 1x1, stride-1, pad-0 geometry uses the image itself.
+    NumPy: one 2-D GEMM per group.  A stacked ``matmul`` of the same shapes
+    ran up to 2x slower in a microbenchmark right after the columns were
+    written (2 BLAS threads, 2 cores); it is kept for many tiny groups
+    (depthwise), where a call per group would cost more in Python than the
+    GEMMs themselves.
+    """
+    xp = get_array_module(b)
+    if xp is not numpy or a.shape[0] > _GROUP_LOOP_MAX:
+        return xp.matmul(a, b, out=out)
+    for g in range(a.shape[0]):
+        numpy.matmul(a[g], b[g], out=out[g])
+    return out
+
+
+class _ColumnChunks:
+    """Chunks of a batch and the buffers of one chunk.
+
+    Columns are channel-major, ``[group, C/group*K, n*P]`` for a chunk of ``n``
+    samples (the memory of ``[C, *kernel, n, *out]``), so that one GEMM per
+    group covers the whole chunk: few large GEMMs instead of one per sample.
+    The GEMM's ``[group, M/group, n*P]`` result is then moved into ``[n, M,
+    *out]`` (with the bias, in the same pass); a chunk of one sample needs no
+    move (the GEMM writes into the top).  A 1x1, stride-1, pad-0 geometry uses
+    the image itself as its columns.
     """
 
-    # CPU: 1x1 convolutions go one sample at a time (no column copies at all,
-    # and the output is still in cache when the bias is added).
+    # CPU: 1x1 convolutions go one sample at a time (no copies of the input or
+    # the output at all, and the output is still in cache when the bias is added).
     pointwise_step_cpu = 1
 
     def __init__(self, xp, geom, group, num, channels, col_shape, dtype):
@@ -200,72 +336,84 @@ class _ColumnChunks:
         if not geom.is_pointwise and self.col_shape and per_sample > _budget(xp):
             self.band_rows = max(1, _budget(xp) * self.col_shape[0] // per_sample)
         self.dtype = dtype
-        self._buffer = None
+        self._buffers = {}
 
-    def _reuse(self, shape):
-        if self._buffer is None or self._buffer.shape != shape:
-            self._buffer = self.xp.empty(shape, dtype=self.dtype)
-        return self._buffer
-
-    def buffer(self, n):
-        """A per-sample column buffer ``[n, C, *kernel, *out]``."""
-        return self._reuse((n, self.channels) + self.geom.kernel + self.col_shape)
-
-    def grouped(self, arr, p=None):
-        """``[n, C, ...]`` columns or images viewed as ``[n, group, rows, P]``."""
-        return arr.reshape(arr.shape[0], self.group, -1, p or self.p)
+    def _scratch(self, name, shape):
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = self.xp.empty(shape, dtype=self.dtype)
+        return buf
 
     def bands(self):
-        """Slices of the first output axis, each with columns within budget."""
-        rows = self.band_rows or self.col_shape[0]
-        return [slice(r, min(r + rows, self.col_shape[0])) for r in range(0, self.col_shape[0], rows)]
+        """Slices of the first output axis, each with columns within budget (``[None]``: all)."""
+        if self.band_rows is None:
+            return [None]
+        rows, total = self.band_rows, self.col_shape[0]
+        return [slice(r, min(r + rows, total)) for r in range(0, total, rows)]
 
-    def band_columns(self, img, band):
-        """Per-sample columns of output rows ``band`` only: ``[n, group, C/group*K, P_band]``."""
-        rows = (band.stop - band.start,) + self.col_shape[1:]
-        shape = (img.shape[0], self.channels) + self.geom.kernel + rows
-        cols = im2col(img, self.geom, self._reuse(shape), first_row=band.start)
-        return self.grouped(cols, math.prod(rows))
+    def _col_buffer(self, n, rows):
+        """``[C, *kernel, n, *rows]`` and the same memory as ``[n, C, *kernel, *rows]``."""
+        buf = self._scratch("col", (self.channels,) + self.geom.kernel + (n,) + rows)
+        return buf, self.xp.moveaxis(buf, len(self.geom.kernel) + 1, 0)
 
-    def columns(self, img):
-        """Per-sample columns of ``img [n, C, *in]``: ``[n, group, C/group*K, P]``."""
+    def columns(self, img, band=None):
+        """Columns of ``img [n, C, *in]`` (output rows ``band`` only): ``[group, C/group*K, n*P]``."""
         if self.geom.is_pointwise:
-            return self.grouped(img)
-        return self.grouped(im2col(img, self.geom, self.buffer(img.shape[0])))
+            return self.merged(img, "img")
+        rows = self.col_shape if band is None else (band.stop - band.start,) + self.col_shape[1:]
+        buf, per_sample = self._col_buffer(img.shape[0], rows)
+        im2col(img, self.geom, per_sample, first_row=0 if band is None else band.start)
+        return buf.reshape(self.group, self.per_group, -1)
 
-    def merged(self, arr):
+    def column_gradient(self, a, grads, dx):
+        """``dx [n, C, *in] = col2im(a @ grads)``, ``a [group, C/group*K, M/group]``."""
+        buf, per_sample = self._col_buffer(dx.shape[0], self.col_shape)
+        _grouped_matmul(a, grads, buf.reshape(self.group, self.per_group, -1))
+        col2im(per_sample, self.geom, dx)
+
+    def merged(self, arr, name):
         """``[n, C, *sp]`` as ``[group, C/group, n*P]`` (a copy unless ``n == 1``)."""
-        n = arr.shape[0]
-        if n > 1:
-            arr = self.xp.ascontiguousarray(arr.reshape(n, arr.shape[1], -1).swapaxes(0, 1))
-        return arr.reshape(self.group, -1, n * self.p)
+        n, c = arr.shape[:2]
+        if n == 1:
+            return arr.reshape(self.group, -1, self.p)
+        buf = self._scratch(name, (c, n, self.p))
+        buf[...] = arr.reshape(n, c, -1).swapaxes(0, 1)
+        return buf.reshape(self.group, -1, n * self.p)
 
-    def merged_columns(self, img):
-        """Channel-major columns of ``img [n, C, *in]``: ``[group, C/group*K, n*P]``."""
-        if self.geom.is_pointwise:
-            return self.merged(img)
-        n, k = img.shape[0], len(self.geom.kernel)
-        buf = self._reuse((self.channels,) + self.geom.kernel + (n,) + self.col_shape)
-        im2col(img, self.geom, self.xp.moveaxis(buf, k + 1, 0))
-        return buf.reshape(self.group, self.per_group, n * self.p)
+    def multiply(self, a, b, out, bias=None):
+        """``out [n, M, *sp] = a @ b`` per group (``a [group, M/group, K]``,
+        ``b [group, K, n*P]``), plus ``bias [M]``.
+
+        ``out``'s spatial rows must be contiguous (a band of rows is).
+        """
+        n, m = out.shape[:2]
+        if n == 1:
+            _grouped_matmul(a, b, out.reshape(self.group, m // self.group, -1))
+            _add_bias(out, bias)
+            return
+        result = self._scratch("gemm", (self.group, m // self.group, b.shape[-1]))
+        _grouped_matmul(a, b, result)
+        moved = result.reshape(m, n, -1).swapaxes(0, 1)
+        target = out.reshape(n, m, -1)
+        if bias is None:
+            target[...] = moved
+        else:
+            self.xp.add(moved, bias.reshape(1, m, 1), out=target)
 
 
 def conv_forward(x, weight, geom, group, out, bias=None):
     """``out [N, M, *o] = conv(x [N, C, *i], weight [M, C/group, *k]) + bias [M]``."""
     xp = get_array_module(x)
     m = weight.shape[0]
+    if (group == m == x.shape[1] and _rows_are_runs(x, geom, out)
+            and math.prod(out.shape[2:]) >= _DEPTHWISE_DIRECT_MIN_PLANE):
+        return _depthwise_runs(x, weight, geom, out, bias)
     cc = _ColumnChunks(xp, geom, group, x.shape[0], x.shape[1], out.shape[2:], x.dtype)
     w = weight.reshape(group, m // group, cc.per_group)
     for chunk in cc.chunks:
-        if cc.band_rows is None:
-            xp.matmul(w, cc.columns(x[chunk]), out=cc.grouped(out[chunk]))
-            _add_bias(out[chunk], bias)
-            continue
         for band in cc.bands():
-            part = out[chunk][:, :, band]                 # a view; its rows stay contiguous
-            cols = cc.band_columns(x[chunk], band)
-            xp.matmul(w, cols, out=cc.grouped(part, cols.shape[-1]))
-            _add_bias(part, bias)
+            part = out[chunk] if band is None else out[chunk][:, :, band]
+            cc.multiply(w, cc.columns(x[chunk], band), part, bias)
     return out
 
 
@@ -279,14 +427,12 @@ def conv_backward_data(dy, weight, geom, group, dx, bias=None):
     cc = _ColumnChunks(xp, geom, group, dx.shape[0], dx.shape[1], dy.shape[2:], dx.dtype)
     w_t = weight.reshape(group, m // group, cc.per_group).swapaxes(1, 2)
     for chunk in cc.chunks:
-        grads = cc.grouped(dy[chunk])
+        grads = cc.merged(dy[chunk], "dy")               # [group, M/g, n*P]
         if geom.is_pointwise:
-            xp.matmul(w_t, grads, out=cc.grouped(dx[chunk]))
+            cc.multiply(w_t, grads, dx[chunk], bias)
         else:
-            cols = cc.buffer(grads.shape[0])
-            xp.matmul(w_t, grads, out=cc.grouped(cols))
-            col2im(cols, geom, dx[chunk])
-        _add_bias(dx[chunk], bias)
+            cc.column_gradient(w_t, grads, dx[chunk])
+            _add_bias(dx[chunk], bias)
     return dx
 
 
@@ -294,10 +440,13 @@ def conv_backward_weight(x, dy, geom, group, dw):
     """Add the gradient of :func:`conv_forward` w.r.t. the weight into ``dw``."""
     xp = get_array_module(x)
     cc = _ColumnChunks(xp, geom, group, x.shape[0], x.shape[1], dy.shape[2:], x.dtype)
-    total = xp.zeros((group, dw.shape[0] // group, cc.per_group), dtype=dw.dtype)
+    shape = (group, dw.shape[0] // group, cc.per_group)
+    total = xp.zeros(shape, dtype=dw.dtype)
+    part = xp.empty(shape, dtype=dw.dtype)
     for chunk in cc.chunks:
-        cols = cc.merged_columns(x[chunk])               # [group, C/g*K, n*P]
-        total += xp.matmul(cc.merged(dy[chunk]), cols.swapaxes(1, 2))
+        cols = cc.columns(x[chunk])                      # [group, C/g*K, n*P]
+        _grouped_matmul(cc.merged(dy[chunk], "dy"), cols.swapaxes(1, 2), part)
+        total += part
     dw += total.reshape(dw.shape)
     return dw
 
@@ -617,10 +766,24 @@ class InnerProductLayer(Layer):
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
         self._weight = w = self.effective_weight()
+        x = self._rows(bottom[0].data)
         out = top[0].data.reshape(-1, self.num_output)
-        xp.matmul(self._rows(bottom[0].data), w if self.transpose else w.T, out=out)
-        if self.bias_term:
-            out += self.blobs[1].data
+        bias = self.blobs[1].data if self.bias_term else None
+        if xp is numpy and not self.transpose and x.shape[0] < _IP_THIN_BATCH:
+            # y^T = W x^T, by blocks of weight rows: OpenBLAS runs a thin right-hand
+            # side much faster than a thin left-hand side (AlexNet's fc6 at batch
+            # 16: 11 ms instead of 19 ms, 2 threads).
+            out_t = numpy.empty((self.num_output, x.shape[0]), dtype=out.dtype)
+            for r in range(0, self.num_output, _IP_ROW_BLOCK):
+                numpy.matmul(w[r:r + _IP_ROW_BLOCK], x.T, out=out_t[r:r + _IP_ROW_BLOCK])
+            if bias is None:
+                out[...] = out_t.T
+            else:
+                numpy.add(out_t.T, bias, out=out)
+            return
+        xp.matmul(x, w if self.transpose else w.T, out=out)
+        if bias is not None:
+            out += bias
 
     def backward(self, top, propagate_down, bottom):
         xp = get_array_module(top[0].diff)

@@ -22,6 +22,30 @@ def _in_place(bottom, top):
     return top[0] is bottom[0] or top[0].data is bottom[0].data
 
 
+# NumPy's maximum has a SIMD loop for two arrays but not for an array and a
+# scalar (about 3x slower, measured on float32); ``relu`` compares with a row
+# of zeros broadcast over the input viewed as [-1, row] instead.
+_ZERO_ROW = 1 << 14
+_zero_rows = {}
+
+
+def relu(x, out):
+    """``out = max(x, 0)`` (NaN stays NaN); ``out`` may be ``x``."""
+    xp = get_array_module(x)
+    if xp is not numpy or x.size < _ZERO_ROW or not (
+            x.flags.c_contiguous and out.flags.c_contiguous):
+        return xp.maximum(x, 0, out=out)
+    zeros = _zero_rows.get(x.dtype)
+    if zeros is None:
+        zeros = _zero_rows[x.dtype] = numpy.zeros(_ZERO_ROW, x.dtype)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    body = x.size - x.size % _ZERO_ROW
+    numpy.maximum(flat_x[:body].reshape(-1, _ZERO_ROW), zeros,
+                  out=flat_out[:body].reshape(-1, _ZERO_ROW))
+    numpy.maximum(flat_x[body:], zeros[:x.size - body], out=flat_out[body:])
+    return out
+
+
 class _ElementwiseLayer(NeuronLayer):
     """A NeuronLayer that can keep its input for backward when run in place."""
 
@@ -375,20 +399,27 @@ class ReLULayer(_ElementwiseLayer):
         # With a slope >= 0, y > 0 exactly where x > 0: backward can read y in
         # place, as Caffe does.  A negative slope flips signs: keep the input.
         self._keep_input(bottom, top, needed=self.negative_slope < 0)
-        x = bottom[0].data
+        x, y = bottom[0].data, top[0].data
+        if self.negative_slope == 0:
+            relu(x, out=y)
+            return
         xp = get_array_module(x)
-        y = xp.maximum(x, 0)
-        if self.negative_slope != 0:
-            y += self.negative_slope * xp.minimum(x, 0)
-        top[0].data[...] = y
+        negative = xp.minimum(x, 0)
+        negative *= self.negative_slope
+        relu(x, out=y)
+        y += negative
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             x = self._input(bottom)
+            xp = get_array_module(x)
+            dy, dx = top[0].diff, bottom[0].diff
+            if self.negative_slope == 0:
+                xp.multiply(dy, x > 0, out=dx)
+                return
             gate = (x > 0).astype(self.dtype)
-            if self.negative_slope != 0:
-                gate += self.negative_slope * (x <= 0)
-            bottom[0].diff[...] = top[0].diff * gate
+            gate += self.negative_slope * (x <= 0)
+            xp.multiply(dy, gate, out=dx)
 
 
 def _sigmoid(x):

@@ -14,6 +14,9 @@ MAX, ``0`` for sums); then either
   reductions.  For stride > 1 the bottom is first split into its
   ``stride_h*stride_w`` phases (``B[a, b, n, c, u, v] = x_pad[n, c, u*sh + a,
   v*sw + b]``) so that every offset slice is contiguous along its rows.
+  Forward values run over whole rows of that layout (``wide_view``, one long
+  run per image and channel) and drop the junk columns once at the end; the
+  layout and that result are scratch kept from call to call.
 * **windows** (large kernels, few outputs: global pooling, SPP): a loop over
   the ``OH*OW`` outputs gathering the windows into ``[N, C, OH, OW, K]`` and
   reducing along the last axis.
@@ -98,13 +101,20 @@ class PoolGeometry:
 
     def _layout_shape(self, x):
         sh, sw = self.phases
-        return (sh, sw) + x.shape[:2] + (-(-self.extent[0] // sh), -(-self.extent[1] // sw))
+        # One spare row (filled) for the last rows of wide_view.
+        return (sh, sw) + x.shape[:2] + (-(-self.extent[0] // sh) + 1, -(-self.extent[1] // sw))
 
-    def layout(self, x, fill):
-        """``x [N, C, H, W]`` as ``[ph, pw, N, C, Hq, Wq]``, padded with ``fill``."""
+    def layout(self, x, fill, buffer=None):
+        """``x [N, C, H, W]`` as ``[ph, pw, N, C, Hq, Wq]``, padded with ``fill``.
+
+        ``buffer``: the array a previous call returned, reused if it fits.
+        """
         if self._trivial():
             return x[None, None]
-        out = get_array_module(x).empty(self._layout_shape(x), dtype=x.dtype)
+        shape = self._layout_shape(x)
+        out = buffer
+        if out is None or out.shape != shape or out.dtype != x.dtype:
+            out = get_array_module(x).empty(shape, dtype=x.dtype)
         for a in range(self.phases[0]):
             for b in range(self.phases[1]):
                 (lu, li), (lv, lj) = self._phase_slices(a, b)
@@ -137,6 +147,29 @@ class PoolGeometry:
         """``[N, C, OH, OW]``: pixel ``(i, j)`` of every window (offsets layout)."""
         (sh, sw), (oh, ow) = self.phases, self.out
         return lay[i % sh, j % sw, :, :, i // sh:i // sh + oh, j // sw:j // sw + ow]
+
+    @property
+    def has_wide_views(self):
+        return self.by_offsets and not self._trivial()
+
+    def wide_view(self, lay, i, j):
+        """``[N*C, OH*Wq]``: pixel ``(i, j)`` of every window, whole layout rows.
+
+        Output row ``oh`` reads ``Wq`` layout columns from ``j // sw``: the
+        first ``OW`` are its windows', the rest junk that :meth:`crop` drops.
+        Long contiguous rows make a pass about 1.4x as fast as over the short
+        rows of :meth:`offset_view` (measured on AlexNet's pool1).  Needs a
+        layout of its own (not trivial).
+        """
+        (sh, sw), oh = self.phases, self.out[0]
+        phase = lay[i % sh, j % sw]
+        n, c, hq, wq = phase.shape
+        start = (i // sh) * wq + j // sw
+        return phase.reshape(n * c, hq * wq)[:, start:start + oh * wq]
+
+    def crop(self, wide, like):
+        """The ``[N, C, OH, OW]`` outputs within the result of passes over :meth:`wide_view`."""
+        return wide.reshape(like.shape[:3] + (-1,))[..., :like.shape[3]]
 
     def window_view(self, lay, oh, ow):
         """``[N, C, kh, kw]``: window ``(oh, ow)`` (windows layout)."""
@@ -200,6 +233,7 @@ class Pooler:
         self.geom, self.method, self.phase = geom, method, phase
         self.idx = None          # MAX / STOCHASTIC TRAIN: winning kernel offset, -1 none
         self.x = None            # bottom data kept where backward recomputes from it
+        self._lay = self._wide = None     # scratch reused from call to call
 
     # --- forward ---------------------------------------------------------------
     def forward(self, x, out, need_idx=True):
@@ -208,7 +242,17 @@ class Pooler:
         xp = get_array_module(x)
         self.x, self.idx = x, None
         if self.method == MAX:
-            if g.by_offsets:
+            if g.has_wide_views:
+                lay = self._lay = g.layout(x, -numpy.inf, self._lay)
+                wide, direct = self._wide_buffer(lay, out)
+                wide[...] = -FLT_MAX
+                for i, j in g.offsets():
+                    xp.fmax(wide, g.wide_view(lay, i, j), out=wide)
+                if not direct:
+                    out[...] = g.crop(wide, out)
+                if need_idx:
+                    self.idx = self._first_winner(lay, out)
+            elif g.by_offsets:
                 lay = g.layout(x, -numpy.inf)
                 out[...] = -FLT_MAX
                 for i, j in g.offsets():
@@ -221,7 +265,14 @@ class Pooler:
                 self.idx = self._first_winner_col(col, out)
         elif self.method == AVE:
             divisor = g.ave_divisor(xp, x.dtype)
-            if g.by_offsets:
+            if g.has_wide_views:
+                lay = self._lay = g.layout(x, 0, self._lay)
+                wide, direct = self._wide_buffer(lay, out)
+                wide[...] = 0
+                for i, j in g.offsets():
+                    wide += g.wide_view(lay, i, j)
+                xp.divide(out if direct else g.crop(wide, out), divisor, out=out)
+            elif g.by_offsets:
                 lay = g.layout(x, 0)
                 out[...] = 0
                 for i, j in g.offsets():
@@ -235,6 +286,16 @@ class Pooler:
             col = g.gather(g.layout(x, 0))
             out[...] = (col * col).sum(axis=-1) / (col.sum(axis=-1) + FLT_MIN)
         return self.idx
+
+    def _wide_buffer(self, lay, out):
+        """Where passes over wide views accumulate, and whether that is ``out`` itself
+        (layout rows exactly as wide as output rows: no junk columns to drop)."""
+        shape = (lay.shape[2] * lay.shape[3], self.geom.out[0] * lay.shape[5])
+        if lay.shape[5] == out.shape[3] and out.flags.c_contiguous:
+            return out.reshape(shape), True
+        if self._wide is None or self._wide.shape != shape or self._wide.dtype != lay.dtype:
+            self._wide = get_array_module(lay).empty(shape, dtype=lay.dtype)
+        return self._wide, False
 
     def _first_winner(self, lay, best):
         """First kernel offset (row-major) whose value equals the window's max."""

@@ -100,6 +100,9 @@ CONV_CASES = [
     ((2, 2, 4, 5), 2, (3, 5), (3, 2), (2, 2), (1, 1), 1),      # pad >= overhang
     ((2, 3, 9), 2, (3,), (2,), (1,), (2,), 1),                 # 1-D
     ((2, 2, 4, 5, 4), 3, (2, 3, 2), (1, 2, 1), (1, 1, 0), (1, 1, 2), 1),  # 3-D
+    ((2, 4, 6, 7), 4, (3, 3), (1, 1), (1, 1), (1, 1), 4),      # depthwise, direct
+    ((1, 3, 7, 5), 3, (3, 5), (1, 1), (2, 4), (2, 2), 3),      # depthwise, dilated, direct
+    ((2, 4, 6, 6), 4, (3, 3), (2, 2), (1, 1), (1, 1), 4),      # depthwise, strided: GEMMs
 ]
 
 
@@ -131,7 +134,7 @@ def test_deconvolution_matches_naive(shape, m, kernel, stride, pad, dilation, gr
 
 
 @pytest.mark.parametrize("type_", ["Convolution", "Deconvolution"])
-@pytest.mark.parametrize("case", [0, 1, 2, 4, 5, 6, 7])
+@pytest.mark.parametrize("case", [0, 1, 2, 4, 5, 6, 7, 8, 9, 10])
 def test_conv_gradient(type_, case, xp):
     shape, m, kernel, stride, pad, dilation, group = CONV_CASES[case]
     lp = _conv_param(type_, num_output=m, bias=case % 2 == 0,
@@ -185,6 +188,46 @@ def test_chunking_does_not_change_results(monkeypatch, budget, pointwise_step, t
     numpy.testing.assert_allclose(top[0].data, naive(x, w, b, stride, pad, dilation, group),
                                   rtol=1e-10, atol=1e-10)
     check_gradient(layer, bottom, top, max_elements=30)
+
+
+@pytest.mark.parametrize("min_plane,chunk", [(0, 1), (0, 50), (0, 1 << 16), (1 << 30, 1)])
+def test_depthwise_direct_or_gemm(monkeypatch, min_plane, chunk):
+    """Depthwise forward direct (a few channels, or a part of one, at a time) or by
+    1xK GEMMs: the same numbers."""
+    monkeypatch.setattr(conv, "_DEPTHWISE_DIRECT_MIN_PLANE", min_plane)
+    monkeypatch.setattr(conv, "_DEPTHWISE_CHUNK_CPU", chunk)
+    for shape, m, kernel, stride, pad, dilation, group in CONV_CASES[8:10]:
+        lp = _conv_param(num_output=m, extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
+        x = _rand(*shape)
+        layer, bottom, top = make_layer(lp, [x])
+        w, b = layer.blobs[0].data, layer.blobs[1].data
+        layer.forward(bottom, top)
+        numpy.testing.assert_allclose(top[0].data, naive_conv(x, w, b, stride, pad, dilation, group),
+                                      rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel,pad,dilation", [
+    ((3, 3), (1, 1), (1, 1)), ((5, 3), (0, 1), (1, 1)), ((1, 5), (3, 2), (1, 1)),
+    ((3, 3), (2, 2), (2, 2)), ((2, 3), (1, 3), (2, 3))])
+@pytest.mark.parametrize("size", [(1, 1), (4, 3), (6, 9)])
+def test_im2col_whole_row_runs_match_row_by_row(monkeypatch, kernel, pad, dilation, size):
+    """Stride 1 with outputs as wide as inputs: the flat-layout copies, whole or by
+    bands of output rows, give the columns of the generic row-by-row im2col."""
+    geom = conv.ConvGeometry(kernel, (1, 1), pad, dilation)
+    out = geom.conv_out_shape(size)
+    if min(out) <= 0:
+        pytest.skip("kernel larger than the padded input")
+    x = _rand(2, 3, *size)
+    for first_row in range(out[0]):
+        rows = min(2, out[0] - first_row) if first_row else out[0]
+        fast = numpy.full((2, 3) + kernel + (rows, out[1]), numpy.nan)
+        slow = fast.copy()
+        assert conv._rows_are_runs(x, geom, fast)
+        conv.im2col(x, geom, fast, first_row)
+        with monkeypatch.context() as m:
+            m.setattr(conv, "_rows_are_runs", lambda *args: False)
+            conv.im2col(x, geom, slow, first_row)
+        numpy.testing.assert_array_equal(fast, slow)
 
 
 def test_conv_rect_fields_and_float32():
@@ -285,7 +328,11 @@ def test_col2im_is_adjoint_of_im2col():
     ((2, 10), 1, True, False),
     ((3, 2, 4), -1, True, True),
 ])
-def test_inner_product(shape, axis, transpose, bias, xp):
+@pytest.mark.parametrize("thin_batch", [0, 128])
+def test_inner_product(monkeypatch, shape, axis, transpose, bias, thin_batch, xp):
+    """``thin_batch`` 0: every batch as x W^T; 128: small ones (NumPy) as (W x^T)^T."""
+    monkeypatch.setattr(conv, "_IP_THIN_BATCH", thin_batch)
+    monkeypatch.setattr(conv, "_IP_ROW_BLOCK", 4)          # two blocks of weight rows
     x = _rand(*shape)
     lp = (f'type: "InnerProduct" inner_product_param {{ num_output: 6 axis: {axis} '
           f'transpose: {str(transpose).lower()} bias_term: {str(bias).lower()} '

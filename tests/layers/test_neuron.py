@@ -16,6 +16,7 @@ from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import TEST, TRAIN, create_layer, layer_class
+from pycaffe_lite.layers import neuron
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
 SHAPE = (2, 3, 4, 5)
@@ -371,3 +372,18 @@ def test_extreme_inputs_stay_finite(proto):
     x = numpy.array([[-1e4, -100.0, -60.0, 0.0, 60.0, 100.0, 1e4]], dtype=numpy.float32)
     y, dx, _ = _run(proto, x, numpy.ones_like(x), False, dtype=numpy.float32)
     assert numpy.isfinite(y).all() and numpy.isfinite(dx).all()
+
+
+@pytest.mark.parametrize("size", [5, neuron._ZERO_ROW * 3 + 7])
+def test_relu_helper_matches_maximum(size):
+    """``relu`` (rows of zeros on large arrays) gives ``maximum(x, 0)`` exactly,
+    NaN, infinities and -0.0 included, in place or not, contiguous or not."""
+    x = numpy.random.RandomState(5).standard_normal(size).astype(numpy.float32)
+    x[:4] = [numpy.nan, -numpy.inf, numpy.inf, -0.0]
+    expected = numpy.maximum(x, 0)
+    out = numpy.empty_like(x)
+    numpy.testing.assert_array_equal(neuron.relu(x, out=out), expected)
+    strided = numpy.repeat(x, 2)[::2]
+    numpy.testing.assert_array_equal(neuron.relu(strided, out=numpy.empty_like(x)), expected)
+    neuron.relu(x, out=x)
+    numpy.testing.assert_array_equal(x, expected)

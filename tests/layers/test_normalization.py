@@ -14,6 +14,7 @@ from google.protobuf import text_format
 from pycaffe_lite.backend import gpu_available
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.layer import TEST, TRAIN
+from pycaffe_lite.layers import normalization
 from pycaffe_lite.layers.normalization import softmax
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
@@ -272,6 +273,21 @@ def test_lrn_values_and_gradient(region, size, alpha, beta, k, shape):
     expected = naive_lrn(x, size, f32(alpha), f32(beta), f32(k), region == "WITHIN_CHANNEL")
     numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-10)
     check_gradient(layer, bottom, top)
+
+
+@pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
+def test_lrn_sample_chunks_do_not_change_results(monkeypatch, region):
+    """Forward a sample (or two) at a time, as on a large batch, in place or not."""
+    monkeypatch.setattr(normalization, "_LRN_CHUNK", 100)
+    x, dy = randn(3, 4, 3, 5), randn(3, 4, 3, 5, seed=1)
+    param = f"type: 'LRN' lrn_param {{ norm_region: {region} local_size: 3 alpha: 0.7 }}"
+    expected = naive_lrn(x, 3, float(numpy.float32(0.7)), 0.75, 1.0, region == "WITHIN_CHANNEL")
+    for in_place in (False, True):
+        layer, bottom, top = run(param, [x], [dy], in_place=in_place)
+        numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-10)
+    monkeypatch.setattr(normalization, "_LRN_CHUNK", 1 << 18)
+    _, ref, _ = run(param, [x], [dy])
+    numpy.testing.assert_allclose(bottom[0].diff, ref[0].diff, rtol=1e-12)
 
 
 @pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])

@@ -324,3 +324,18 @@ def test_phase_layout_roundtrip():
         acc[...] = lay
         geom.unlayout(acc, back)
         numpy.testing.assert_array_equal(back, x)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_scratch_buffers_follow_batch_size(method):
+    """The layout and result buffers kept from call to call are resized with the batch."""
+    lp = _pool_param(method, (3, 3), (2, 2), (1, 1))
+    x = numpy.random.RandomState(3).standard_normal((3, 2, 7, 7))
+    layer, bottom, top = make_layer(lp, [x[:2]])
+    for n in (2, 3, 1):
+        bottom[0].reshape((n, 2, 7, 7))
+        bottom[0].data[...] = x[:n]
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        expected = caffe_pool(x[:n], method, 3, 3, 2, 2, 1, 1)[0]
+        numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
