@@ -11,5 +11,6 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     python_layer,
+    quant,
     recurrent,
 )
