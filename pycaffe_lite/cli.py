@@ -26,7 +26,7 @@ import time as _time
 import numpy
 from tqdm import tqdm
 
-from . import backend
+from . import backend, fuse
 from .errors import CaffeError
 from .flags import (GLOG_FLAGS, Flag, UsageError, describe_flags, parse_flags,
                     report_error)
@@ -61,6 +61,10 @@ FLAGS = [
     Flag("synthetic_data", bool, False, "Optional; replace data-source layers (Data, "
          "ImageData, HDF5Data, ...) by random data of the same batch size, for nets whose "
          "databases are not on this machine (pycaffe_lite extension)."),
+    Flag("fold_bn", bool, False, "Optional; 'test' and 'time': fold BatchNorm (and Scale) "
+         "layers into the Convolution/InnerProduct before them (inference only: 'time' then "
+         "skips backward and defaults to phase TEST; see pycaffe_lite.fuse; pycaffe_lite "
+         "extension)."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
 ] + GLOG_FLAGS
@@ -343,6 +347,8 @@ def cmd_test(flags):
     xp, _ = select_device(flags)
     net = _build_net(flags, phase, xp)
     _copy_weights(net, flags.weights)
+    if flags.fold_bn:
+        fuse.fold_batchnorm(net)
     log.info("Running for %d iterations.", iterations)
     names = net.output_names
     # Caffe sums in float; so do we, to print the same digits.
@@ -448,16 +454,22 @@ def cmd_time(flags):
     if not flags.model:
         raise UsageError("Need a model definition to time (--model).")
     iterations = _iterations(flags)
-    phase = _phase(flags, TRAIN)
+    phase = _phase(flags, TEST if flags.fold_bn else TRAIN)
     xp, sync = select_device(flags)
     net = _build_net(flags, phase, xp)
     if flags.weights:
         _copy_weights(net, flags.weights)
+    backward = not flags.fold_bn
+    if flags.fold_bn:
+        fuse.fold_batchnorm(net)
+        log.info("--fold_bn: the folded net is inference-only; timing forward, backward "
+                 "skipped")
     # A clean pass first, so that allocations are done before timing starts.
     log.info("Performing Forward")
     log.info("Initial loss: %s", caffe_float(net.forward_range()))
-    log.info("Performing Backward")
-    net.backward_range()
+    if backward:
+        log.info("Performing Backward")
+        net.backward_range()
     sync()
 
     layers, bottoms, tops = net.layers, net.bottom_vecs, net.top_vecs
@@ -480,7 +492,7 @@ def cmd_time(flags):
                 forward_us[i] += (clock() - start) * 1e6
             forward_total += (clock() - iter_start) * 1e6
             backward_start = clock()
-            for i in reversed(range(len(layers))):
+            for i in reversed(range(len(layers)) if backward else ()):
                 start = clock()
                 _run_backward(layers[i], tops[i], need[i], bottoms[i])
                 sync()

@@ -131,6 +131,7 @@ class Net:
         self.phase = state.phase
         self.name = net_param.name
         self.xp, self.dtype = xp, numpy.dtype(dtype)
+        self.inference_only = None  # a reason, once an optimisation removed backward
         self.param = insert_splits(filter_net(net_param, state))
         self._build()
         if weights:
@@ -309,6 +310,8 @@ class Net:
 
     def backward_range(self, start=None, end=0):
         """Run layers ``start`` down to ``end`` backward (where needed)."""
+        if self.inference_only:
+            raise NetError(f"net '{self.name}' is inference-only: {self.inference_only}")
         start = len(self.layers) - 1 if start is None else start
         for i in range(start, end - 1, -1):
             if not self.layer_need_backward[i]:

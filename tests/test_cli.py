@@ -492,3 +492,42 @@ def test_time_with_synthetic_data_on_a_net_without_its_database(tmp_path, capsys
     assert main(["time", f"--model={model}", "--iterations=1", "--synthetic-data"]) == 0
     err = capsys.readouterr().err
     assert "*** Benchmark ends ***" in err and "ip\tforward" in err
+
+
+BN_NET = """
+name: "bn"
+layer { name: "data" type: "DummyData" top: "data"
+        dummy_data_param { data_filler { type: "constant" value: 1 } shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 2 bias_term: false } }
+layer { name: "bn" type: "BatchNorm" bottom: "ip" top: "bn" }
+layer { name: "scale" type: "Scale" bottom: "bn" top: "bn" scale_param { bias_term: true } }
+"""
+
+
+def test_fold_bn_flag(tmp_path, capsys):
+    model = tmp_path / "bn.prototxt"
+    model.write_text(BN_NET)
+    net = Net(str(model), phase=TEST)
+    rng = numpy.random.default_rng(0)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.uniform(0.5, 2, blob.shape)
+    weights = tmp_path / "bn.caffemodel"
+    net.save(str(weights))
+    argv = ["test", f"--model={model}", f"--weights={weights}", "--iterations=1"]
+    _, _, plain = run_main(capsys, *argv)
+    _, _, folded = run_main(capsys, *argv, "--fold_bn")
+    plain, folded = messages(plain), messages(folded)
+    assert any("folded 'bn' + 'scale' into 'ip'" in m for m in folded)
+    scores = [m for m in plain if m.startswith("Batch ")]
+    got = [m for m in folded if m.startswith("Batch ")]
+    assert len(scores) == len(got) == 4
+    for a, b in zip(scores, got):
+        assert float(a.split("= ")[1]) == pytest.approx(float(b.split("= ")[1]), rel=1e-5)
+    status, _, err = run_main(capsys, "time", f"--model={model}", f"--weights={weights}",
+                              "--iterations=2", "--fold_bn")
+    msgs = messages(err)
+    assert status == 0 and "Performing Backward" not in msgs
+    assert any("backward skipped" in m for m in msgs)
+    check_time_output(msgs, ["data", "ip"], 2)
