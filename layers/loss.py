@@ -55,6 +55,17 @@ def get_normalizer(mode, outer_num, inner_num, valid_count=None, dtype=None):
     return xp.asarray(xp.maximum(n, 1), dtype=dtype)
 
 
+class _OneLabelPerItem:
+    """Loss layers whose second bottom holds one label per item of the batch."""
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        n = bottom[0].shape[0]
+        if bottom[1].count != n:
+            raise self.error(f"bottom '{self.bottom_name(1)}' has shape {bottom[1].shape}, "
+                             f"expected {n} labels (one per item)")
+
+
 class _LabelMixin:
     """Reading integer labels and refusing gradients for label bottoms."""
 
@@ -279,7 +290,7 @@ class EuclideanLoss(LossLayer):
 
 
 @register("HingeLoss", "HINGE_LOSS")
-class HingeLoss(_LabelMixin, LossLayer):
+class HingeLoss(_OneLabelPerItem, _LabelMixin, LossLayer):
     """One-vs-all hinge loss.
 
     bottom[0] x: (N, D...) scores, K = count/N classes; bottom[1]: N labels.
@@ -292,12 +303,6 @@ class HingeLoss(_LabelMixin, LossLayer):
     def setup(self, bottom, top):
         self.norm = self.param.hinge_loss_param.norm
 
-    def reshape(self, bottom, top):
-        super().reshape(bottom, top)
-        n = bottom[0].shape[0]
-        if bottom[1].count != n:
-            raise self.error(f"bottom '{self.bottom_name(1)}' has shape {bottom[1].shape}, "
-                             f"expected {n} labels (one per item)")
 
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
@@ -405,7 +410,7 @@ class InfogainLoss(_LabelMixin, LossLayer):
 
 
 @register("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS")
-class MultinomialLogisticLoss(_LabelMixin, LossLayer):
+class MultinomialLogisticLoss(_OneLabelPerItem, _LabelMixin, LossLayer):
     """E = -1/N sum_n log(max(p_{n, l_n}, 1e-20)) on probabilities.
 
     bottom[0] p: (N, K...) with K = count/N; bottom[1]: N labels in [0, K).
@@ -413,12 +418,6 @@ class MultinomialLogisticLoss(_LabelMixin, LossLayer):
     (w = loss weight).  top[0]: 0-d loss.
     """
 
-    def reshape(self, bottom, top):
-        super().reshape(bottom, top)
-        n = bottom[0].shape[0]
-        if bottom[1].count != n:
-            raise self.error(f"bottom '{self.bottom_name(1)}' has shape {bottom[1].shape}, "
-                             f"expected {n} labels (one per item)")
 
     def forward(self, bottom, top):
         xp = get_array_module(bottom[0].data)
