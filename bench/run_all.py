@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ["bench_forward.py", "bench_gemm_peak.py"]
+SCRIPTS = ["bench_forward.py", "bench_gemm_peak.py", "bench_train.py", "bench_prefetch.py"]
+LAYERS = ("bench_gemm_peak.py", "bench_train.py")     # get --layers unless --quick
 
 
 def main(argv=None):
@@ -20,9 +21,9 @@ def main(argv=None):
         return 0
     failed = []
     for script in SCRIPTS:
-        print(f"\n$ {os.path.basename(sys.executable)} bench/{script} {' '.join(argv)}",
-              flush=True)
-        extra = ["--layers"] if script == "bench_gemm_peak.py" and "--quick" not in argv else []
+        extra = ["--layers"] if script in LAYERS and "--quick" not in argv else []
+        print(f"\n$ {os.path.basename(sys.executable)} bench/{script} "
+              f"{' '.join([*argv, *extra])}", flush=True)
         code = subprocess.call([sys.executable, os.path.join(HERE, script), *argv, *extra])
         if code:
             failed.append(f"{script} (exit {code})")
