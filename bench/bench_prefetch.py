@@ -279,7 +279,7 @@ def main(argv=None):
                 mode.close()
     net_name = {"alexnet": "AlexNet", "small": "small net (conv 11/8 + pool + fc)"}[kind]
     print(f"{net_name}, batch {args.batch}, Data layer crop 227 + mirror + mean_value; "
-          f"{rounds} rounds of (synthetic, prefetch, sync), each {args.warmup} untimed + "
+          f"{rounds} round{'s' if rounds > 1 else ''} of (synthetic, prefetch, sync), each {args.warmup} untimed + "
           f"{iters} timed iterations; means of the {rounds * iters} timed ones")
     print(f"loader alone (read + parse + {'decode + ' if args.encoding == 'jpg' else ''}"
           f"transform, one thread): {load * 1e3:.1f} ms per batch of {args.batch}")

@@ -16,8 +16,9 @@ FLOPs counted exactly, per Convolution / InnerProduct layer, 2 x multiply-adds
     backward data     F   (when its bottom needs a gradient: not conv1, whose
                            bottom is the data)
 
-so a training iteration is 3F less conv1's F (AlexNet: 2.855 of 3 x 1.449
-GFLOP per image; "3 x forward" would count 3.4% more).  The peak: the best of
+so a training iteration is 3F less conv1's F (AlexNet: 4.136 GFLOP per image,
+2.855 x its 1.449 forward; the "3 x forward" convention, also printed, counts
+5% more).  The peak: the best of
 several 2048^3 float32 sgemms before and after the nets, as in
 bench_gemm_peak.py.  ``--layers`` adds our forward, backward and update time
 layer by layer (each layer's best over the passes).
