@@ -53,6 +53,17 @@ def _negative_power(base, beta, out):
     return xp.exp(out, out=out)
 
 
+def _keep_input_of(layer, bottom, top):
+    """Set ``layer.x`` to the input; a copy (in a reused buffer) when running in place."""
+    x = bottom[0].data
+    if top[0] is bottom[0] or top[0].data is x:
+        layer._x_copy = _reuse(layer._x_copy, x)
+        get_array_module(x).copyto(layer._x_copy, x)
+        layer.x = layer._x_copy
+    else:
+        layer.x = x
+
+
 def _reuse(buffer, like):
     """``buffer`` if it has the shape and dtype of ``like``, else a new empty array."""
     if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
@@ -331,12 +342,7 @@ class LRN(NeuronLayer):
     def forward(self, bottom, top):
         x = bottom[0].data
         xp = get_array_module(x)
-        if top[0] is bottom[0] or top[0].data is x:
-            self._x_copy = _reuse(self._x_copy, x)
-            xp.copyto(self._x_copy, x)
-            self.x = self._x_copy
-        else:
-            self.x = x
+        _keep_input_of(self, bottom, top)
         self._squares = _reuse(self._squares, x)
         self.base = _reuse(self.base, x)
         self.power = _reuse(self.power, x)
@@ -489,13 +495,7 @@ class Scale(Layer):
         outer, dim, inner = self.dims
         x = bottom[0].data
         xp = get_array_module(x)
-        if top[0] is bottom[0] or top[0].data is x:
-            # In place: keep the input for the scale gradient (Caffe's temp_).
-            self._x_copy = _reuse(self._x_copy, x)
-            xp.copyto(self._x_copy, x)
-            self.x = self._x_copy
-        else:
-            self.x = x
+        _keep_input_of(self, bottom, top)
         y = top[0].data
         xp.multiply(x.reshape(outer, dim, inner), self._scale(bottom).data.reshape(1, dim, 1),
                     out=y.reshape(outer, dim, inner))
