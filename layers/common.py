@@ -12,7 +12,6 @@ a bottom diff cleared after the top diff was set does not lose the gradient.
 """
 from ..backend import get_array_module
 from ..errors import CaffeError
-from ..fillers import fill
 from ..layer import Layer, register
 
 # Enum values of caffe.proto (EltwiseParameter.EltwiseOp, ReductionParameter.ReductionOp).
@@ -849,13 +848,10 @@ class EmbedLayer(_CommonLayer):
         self.num_output = int(p.num_output)
         self.input_dim = int(p.input_dim)
         self.bias_term = p.bias_term
-        weight = self.make_blob((self.input_dim, self.num_output))
-        fill(weight, p.weight_filler)
-        self.blobs = [weight]
+        self.blobs = []
+        self.add_param_blob((self.input_dim, self.num_output), p.weight_filler)
         if self.bias_term:
-            bias = self.make_blob((self.num_output,))
-            fill(bias, p.bias_filler)
-            self.blobs.append(bias)
+            self.add_param_blob((self.num_output,), p.bias_filler)
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape + (self.num_output,))

@@ -35,7 +35,6 @@ import numpy
 
 from pycaffe_lite.backend import get_array_module
 from pycaffe_lite.errors import CaffeError
-from pycaffe_lite.fillers import fill
 from pycaffe_lite.layer import Layer, register
 
 # Elements of one column buffer chunk.  CPU: ~8 MiB in float32, measured best on
@@ -539,13 +538,10 @@ class _ConvolutionBase(Layer):
         else:
             out_c, in_c = self.num_output, self.channels
         self.bias_term = bool(cp.bias_term)
-        weight = self.make_blob((out_c, in_c // self.group) + self.geom.kernel)
-        fill(weight, cp.weight_filler)
-        self.blobs = [weight]
+        self.blobs = []
+        self.add_param_blob((out_c, in_c // self.group) + self.geom.kernel, cp.weight_filler)
         if self.bias_term:
-            bias = self.make_blob((self.num_output,))
-            fill(bias, cp.bias_filler)
-            self.blobs.append(bias)
+            self.add_param_blob((self.num_output,), cp.bias_filler)
         self._weight = None
 
     def reshape(self, bottom, top):
@@ -735,13 +731,10 @@ class InnerProductLayer(Layer):
                              f"'{_bottom_name(self, 0)}' of shape {bottom[0].shape}") from None
         self.k = bottom[0].count_range(self.axis)
         shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
-        weight = self.make_blob(shape)
-        fill(weight, p.weight_filler)
-        self.blobs = [weight]
+        self.blobs = []
+        self.add_param_blob(shape, p.weight_filler)
         if self.bias_term:
-            bias = self.make_blob((self.num_output,))
-            fill(bias, p.bias_filler)
-            self.blobs.append(bias)
+            self.add_param_blob((self.num_output,), p.bias_filler)
         self._weight = None
 
     def reshape(self, bottom, top):

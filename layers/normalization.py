@@ -408,8 +408,7 @@ class Bias(Layer):
         p = self.param.bias_param
         if len(bottom) == 1:
             shape = _operand_shape(self, bottom[0], p.axis, p.num_axes, "bias_param")
-            self.blobs = [self.make_blob(shape)]
-            fill(self.blobs[0], p.filler)
+            self.add_param_blob(shape, p.filler)
 
     def _operand(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
@@ -472,9 +471,7 @@ class Scale(Layer):
         if p.bias_term:
             num_axes = bottom[1].num_axes if len(bottom) > 1 else p.num_axes
             shape = _operand_shape(self, bottom[0], p.axis, num_axes, "scale_param (bias)")
-            bias = self.make_blob(shape)
-            fill(bias, p.bias_filler)
-            self.blobs.append(bias)
+            self.add_param_blob(shape, p.bias_filler)
 
     def _scale(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]

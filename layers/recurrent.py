@@ -26,7 +26,6 @@ its internal net - no gradient flows into ``h0``/``c0`` nor from ``hT``/``cT``.
 import numpy
 
 from pycaffe_lite.backend import get_array_module
-from pycaffe_lite.fillers import fill
 from pycaffe_lite.layer import Layer, register
 
 
@@ -114,9 +113,7 @@ class _RecurrentLayer(Layer):
         static_dim = bottom[2].count_range(1) if self.static_input else 0
         self.blobs = []
         for shape, filler in self._param_specs(in_dim, static_dim):
-            blob = self.make_blob(shape)
-            fill(blob, rp.weight_filler if filler == "weight" else rp.bias_filler)
-            self.blobs.append(blob)
+            self.add_param_blob(shape, rp.weight_filler if filler == "weight" else rp.bias_filler)
         self._carry = None  # states kept between forward calls (no expose_hidden)
 
     def _bottom_name(self, i):

@@ -130,6 +130,14 @@ class Layer:
     def make_blob(self, shape):
         return Blob(shape, xp=self.xp, dtype=self.dtype)
 
+    def add_param_blob(self, shape, filler):
+        """Create a learnable blob, fill it as ``filler`` says, append it to ``blobs``."""
+        from .fillers import fill
+        blob = self.make_blob(shape)
+        fill(blob, filler)
+        self.blobs.append(blob)
+        return blob
+
     def check(self, condition, message):
         if not condition:
             raise self.error(message)
