@@ -24,7 +24,7 @@ from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.io import files
 from pycaffe_lite.layer import layer_type_list
 from pycaffe_lite.proto import caffe_pb2
-from pycaffe_lite.solvers import SolverAction
+from pycaffe_lite.solvers import SolverAction, sgd_solvers
 
 TRAIN = GOLDEN / "train"
 CASES = sorted(p.name for p in TRAIN.iterdir()) if TRAIN.is_dir() else []
@@ -474,6 +474,29 @@ def test_update_rule(kind, xp):
         numpy.testing.assert_allclose(host(bias.data), ref_b[t], rtol=2e-5, atol=1e-6)
     expected = 2 if kind in ("Adam", "AdaDelta") else 1
     assert len(solver.history) == expected * 2
+
+
+@pytest.mark.parametrize("kind", sorted(RULE_SETTINGS))
+@pytest.mark.parametrize("regularization", ["L2", "L1"])
+def test_update_in_pieces_is_bit_identical(kind, regularization, monkeypatch):
+    """The CPU update runs piece by piece; pieces of 5 elements (a param of 6 is
+    cut 5 + 1) give exactly the bits of one whole-array pass."""
+    settings = RULE_SETTINGS[kind]
+    results = []
+    for piece in (5, 1 << 30):
+        monkeypatch.setattr(sgd_solvers, "_PIECE", piece)
+        solver = tiny_solver(type=kind, weight_decay=0.01, regularization_type=regularization,
+                             iter_size=3, **settings)
+        r = numpy.random.default_rng(5)
+        for _ in range(4):
+            for blob in solver.net.learnable_params:
+                blob.diff[...] = r.standard_normal(blob.shape)
+            solver.apply_update()
+            solver.iter += 1
+        results.append([blob.data.copy() for blob in solver.net.learnable_params]
+                       + [h.copy() for h in solver.history])
+    for pieces, whole in zip(*results):
+        numpy.testing.assert_array_equal(pieces, whole)
 
 
 def test_sgd_by_hand():
