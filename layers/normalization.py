@@ -319,7 +319,7 @@ class LRN(NeuronLayer):
     """
 
     # Arrays kept from call to call (base and power are backward's too).
-    base = power = _squares = _x_copy = None
+    base = power = _squares = _scratch = _x_copy = None
 
     def setup(self, bottom, top):
         p = self.param.lrn_param
@@ -347,13 +347,17 @@ class LRN(NeuronLayer):
         self.base = _reuse(self.base, x)
         self.power = _reuse(self.power, x)
         y = top[0].data
-        # A few samples at a time: the five passes below then stay in cache (measured
-        # ~25% faster on AlexNet's norm1 than whole-batch passes).
-        step = max(1, _LRN_CHUNK // max(x[0].size, 1)) if xp is numpy else x.shape[0]
-        for s in range(0, x.shape[0], step):
-            part = slice(s, s + step)
+        for part in self._parts(xp, x):
             self._forward_part(xp, x[part], self._squares[part], self.base[part],
                                self.power[part], y[part])
+
+    @staticmethod
+    def _parts(xp, x):
+        """Slices of the batch, a few samples each on the CPU, so that the passes over
+        a part stay in cache (measured ~25% faster on AlexNet's norm1 than whole-batch
+        passes)."""
+        step = max(1, _LRN_CHUNK // max(x[0].size, 1)) if xp is numpy else x.shape[0]
+        return [slice(s, s + step) for s in range(0, x.shape[0], step)]
 
     def _forward_part(self, xp, x, sq, base, power, y):
         xp.multiply(x, x, out=sq)
@@ -372,16 +376,36 @@ class LRN(NeuronLayer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x, dy = self.x, top[0].diff
+        x, dy, dx = self.x, top[0].diff, bottom[0].diff
+        xp = get_array_module(x)
+        self._squares = _reuse(self._squares, x)
+        self._scratch = _reuse(self._scratch, x)
+        for part in self._parts(xp, x):
+            # In place, dx is dy: each part reads its dy before writing its dx.
+            self._backward_part(xp, x[part], dy[part], self.base[part], self.power[part],
+                                dx[part], self._squares[part], self._scratch[part])
+
+    def _backward_part(self, xp, x, dy, base, power, dx, t1, t2):
         if self.within_channel:
-            d_avg = (self.power / self.base) * (-self.beta * self.alpha) * (dy * x)
-            d_sq = _window_sum(_window_sum(d_avg, 2, self.size), 3, self.size) / (self.size ** 2)
-            dx = dy * self.power + 2 * x * d_sq
+            xp.divide(power, base, out=t1)            # d_avg = p / base * (-beta alpha) * dy x
+            t1 *= -self.beta * self.alpha
+            xp.multiply(dy, x, out=t2)
+            t1 *= t2
+            _window_sum(_window_sum(t1, 2, self.size, out=t2), 3, self.size, out=t1)
+            t1 /= self.size ** 2                       # d_sq
+            xp.multiply(x, 2, out=t2)
+            t2 *= t1                                   # 2 x d_sq
+            xp.multiply(dy, power, out=dx)
+            dx += t2
         else:
-            y = x * self.power
-            ratio = _window_sum(dy * y / self.base, 1, self.size)
-            dx = dy * self.power - self.cache_ratio * x * ratio
-        bottom[0].diff[...] = dx
+            xp.multiply(x, power, out=t1)              # y
+            t1 *= dy
+            t1 /= base
+            _window_sum(t1, 1, self.size, out=t2)      # ratio
+            xp.multiply(x, self.cache_ratio, out=t1)
+            t1 *= t2
+            xp.multiply(dy, power, out=dx)
+            dx -= t1
 
 
 def _bias_grad(dy, outer, dim, inner):

@@ -277,7 +277,8 @@ def test_lrn_values_and_gradient(region, size, alpha, beta, k, shape):
 
 @pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
 def test_lrn_sample_chunks_do_not_change_results(monkeypatch, region):
-    """Forward a sample (or two) at a time, as on a large batch, in place or not."""
+    """Forward and backward a sample (or two) at a time, as on a large batch, in place
+    or not."""
     monkeypatch.setattr(normalization, "_LRN_CHUNK", 100)
     x, dy = randn(3, 4, 3, 5), randn(3, 4, 3, 5, seed=1)
     param = f"type: 'LRN' lrn_param {{ norm_region: {region} local_size: 3 alpha: 0.7 }}"
