@@ -20,7 +20,7 @@ the budget (large images), forward goes by bands of output rows.  A 1x1,
 stride-1, pad-0 convolution uses the input itself as its columns.  A 2-D,
 stride-1 convolution whose output rows are as wide as its input rows (3x3
 pad 1, ...) builds its columns from whole-image runs of a flat padded layout
-instead of row by row; a depthwise one on large maps skips the columns and
+instead of row by row (and its backward adds them back the same way); a depthwise one on large maps skips the columns and
 adds the kernel's shifted runs directly.  Measured on a 2-core machine:
 AlexNet's conv3 at batch 16 runs at about 80% of NumPy's float32 GEMM peak.
 
@@ -159,6 +159,16 @@ def _rows_are_runs(img, geom, col):
             and col.shape[-1] == img.shape[-1])
 
 
+def _flat_layout(img, geom, first_row, rows):
+    """``(length, start)`` of the :func:`_flat_rows` layout of ``img``: values per
+    image and channel, and where input pixel (0, 0) lies."""
+    (kh, _), (ph, pw), (dh, _) = geom.kernel, geom.pad, geom.dilation
+    h, w = img.shape[2:]
+    below = max(0, first_row + rows - 1 + (kh - 1) * dh - ph - (h - 1))
+    start = pw + ph * w
+    return start + (h + below) * w + pw, start
+
+
 def _flat_rows(img, geom, first_row, rows):
     """``img [n, C, H, W]`` laid out flat per image and channel for a
     :func:`_rows_are_runs` geometry: ``pad_h`` zero rows above, enough zero
@@ -167,11 +177,9 @@ def _flat_rows(img, geom, first_row, rows):
     pad_h) * W``.
     """
     xp = get_array_module(img)
-    (kh, _), (ph, pw), (dh, _) = geom.kernel, geom.pad, geom.dilation
     n, c, h, w = img.shape
-    below = max(0, first_row + rows - 1 + (kh - 1) * dh - ph - (h - 1))
-    start = pw + ph * w
-    flat = xp.empty((n, c, start + (h + below) * w + pw), dtype=img.dtype)
+    length, start = _flat_layout(img, geom, first_row, rows)
+    flat = xp.empty((n, c, length), dtype=img.dtype)
     flat[:, :, :start] = 0
     flat[:, :, start:start + h * w] = img.reshape(n, c, h * w)
     flat[:, :, start + h * w:] = 0
@@ -251,11 +259,15 @@ def _depthwise_runs(x, weight, geom, out, bias):
     return out
 
 
-def col2im(col, geom, img):
+def col2im(col, geom, img, scratch_col=False):
     """Overwrite ``img [n, C, *in]`` with the sum of ``col``'s entries onto their pixels.
 
     The adjoint of :func:`im2col`; kernel offsets are added in Caffe's order.
+    ``scratch_col``: ``col`` may be overwritten (allows the faster
+    :func:`_col2im_runs`).
     """
+    if scratch_col and _rows_are_runs(img, geom, col):
+        return _col2im_runs(col, geom, img)
     img[...] = 0
     img_shape = img.shape[2:]
     col_shape = col.shape[2 + len(geom.kernel):]
@@ -265,6 +277,28 @@ def col2im(col, geom, img):
             continue
         src = col[lead + offset][lead + tuple(slice(lo, hi) for lo, hi, _ in ranges)]
         img[lead + tuple(s for _, _, s in ranges)] += src
+    return img
+
+
+def _col2im_runs(col, geom, img):
+    """:func:`col2im` for :func:`_rows_are_runs` geometries: each kernel offset's
+    columns are added as ONE contiguous run per image and channel into the
+    :func:`_flat_rows` layout, after zeroing (in ``col``) the wrapped columns
+    that would land on the neighbouring row.  Every pixel still receives its
+    contributions in kernel-offset order from zero (adding those zeros changes
+    no value), so the sums are Caffe's bit for bit.
+    """
+    xp = get_array_module(img)
+    n, c, h, w = img.shape
+    rows, width = col.shape[-2:]
+    length, start = _flat_layout(img, geom, 0, rows)
+    flat = xp.zeros((n, c, length), dtype=img.dtype)
+    kw = geom.kernel[1]
+    for k, begin, shift in _runs(geom, width, 0, rows):
+        src = col[:, :, k // kw, k % kw]
+        _zero_wrapped(src, shift)
+        flat[:, :, begin:begin + rows * width] += src.reshape(n, c, rows * width)
+    img[...] = flat[:, :, start:start + h * w].reshape(img.shape)
     return img
 
 
@@ -368,7 +402,7 @@ class _ColumnChunks:
         """``dx [n, C, *in] = col2im(a @ grads)``, ``a [group, C/group*K, M/group]``."""
         buf, per_sample = self._col_buffer(dx.shape[0], self.col_shape)
         _grouped_matmul(a, grads, buf.reshape(self.group, self.per_group, -1))
-        col2im(per_sample, self.geom, dx)
+        col2im(per_sample, self.geom, dx, scratch_col=True)
 
     def merged(self, arr, name):
         """``[n, C, *sp]`` as ``[group, C/group, n*P]`` (a copy unless ``n == 1``)."""

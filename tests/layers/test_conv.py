@@ -230,6 +230,26 @@ def test_im2col_whole_row_runs_match_row_by_row(monkeypatch, kernel, pad, dilati
         numpy.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("kernel,pad,dilation", [
+    ((3, 3), (1, 1), (1, 1)), ((5, 5), (2, 2), (1, 1)), ((5, 3), (0, 1), (1, 1)),
+    ((1, 5), (3, 2), (1, 1)), ((3, 3), (2, 2), (2, 2)), ((2, 3), (1, 3), (2, 3))])
+@pytest.mark.parametrize("size", [(1, 1), (4, 3), (6, 9)])
+def test_col2im_whole_row_runs_match_row_by_row(kernel, pad, dilation, size):
+    """Stride 1 with outputs as wide as inputs: col2im on a scratch column buffer
+    adds whole runs into a flat layout; the sums equal the generic col2im's bit for
+    bit (float32, same order of additions per pixel)."""
+    geom = conv.ConvGeometry(kernel, (1, 1), pad, dilation)
+    out = geom.conv_out_shape(size)
+    if min(out) <= 0:
+        pytest.skip("kernel larger than the padded input")
+    cols = _rand(2, 3, *kernel, *out).astype(numpy.float32)
+    assert conv._rows_are_runs(numpy.empty((2, 3) + size), geom, cols)
+    slow = conv.col2im(cols, geom, numpy.full((2, 3) + size, numpy.nan, numpy.float32))
+    fast = conv.col2im(cols.copy(), geom, numpy.full((2, 3) + size, numpy.nan, numpy.float32),
+                       scratch_col=True)
+    numpy.testing.assert_array_equal(fast, slow)
+
+
 def test_conv_rect_fields_and_float32():
     x = _rand(2, 3, 8, 9).astype(numpy.float32)
     lp = _conv_param(num_output=4, bias=False,
