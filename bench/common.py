@@ -34,10 +34,15 @@ def parser(description):
 
 
 def configure_threads(threads):
-    """Give NumPy's BLAS and OpenCV the same thread count."""
+    """Give NumPy's BLAS, our own thread pool and OpenCV the same thread count.
+
+    pycaffe_lite is loaded before NumPy, as under ``caffe_lite``, so that its
+    OpenBLAS setting applies (see ``pycaffe_lite/parallel.py``).
+    """
     if "numpy" not in sys.modules:
         for var in _THREAD_VARS:
             os.environ[var] = str(threads)
+        import pycaffe_lite  # noqa: F401  (before NumPy)
     else:
         try:
             import threadpoolctl
@@ -45,6 +50,8 @@ def configure_threads(threads):
         except ImportError:
             print(f"warning: NumPy already loaded and threadpoolctl missing; BLAS threads "
                   f"not set to {threads}", file=sys.stderr)
+    from pycaffe_lite import parallel
+    parallel.set_num_threads(threads)
     import cv2
     cv2.setNumThreads(threads)
 
@@ -57,7 +64,10 @@ def environment_lines(threads):
               f"opencv {cv2.__version__}, {os.cpu_count()} cores, threads {threads} "
               f"(cv2.getNumThreads() = {cv2.getNumThreads()})")]
     lines.append(", ".join(f"{var}={os.environ.get(var, '(unset)')}"
-                           for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")))
+                           for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                       "OPENBLAS_THREAD_TIMEOUT")))
+    from pycaffe_lite import parallel
+    lines.append(f"pycaffe_lite threads (update, elementwise): {parallel.num_threads()}")
     try:
         import threadpoolctl
         for pool in threadpoolctl.threadpool_info():

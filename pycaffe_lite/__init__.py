@@ -2,6 +2,7 @@
 
 ``import pycaffe_lite as caffe`` offers pycaffe's interface.
 """
+from . import parallel  # noqa: F401  (first: it sets OpenBLAS's thread timeout)
 from . import io  # noqa: F401
 from . import proto  # noqa: F401
 from .blob import Blob  # noqa: F401

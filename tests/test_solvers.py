@@ -19,7 +19,7 @@ import pytest
 from conftest import GOLDEN
 
 import pycaffe_lite as caffe
-from pycaffe_lite import solvers
+from pycaffe_lite import parallel, solvers
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.io import files
 from pycaffe_lite.layer import layer_type_list
@@ -479,14 +479,21 @@ def test_update_rule(kind, xp):
 @pytest.mark.parametrize("kind", sorted(RULE_SETTINGS))
 @pytest.mark.parametrize("regularization", ["L2", "L1"])
 def test_update_in_pieces_is_bit_identical(kind, regularization, monkeypatch):
-    """The CPU update runs piece by piece; pieces of 5 elements (a param of 6 is
-    cut 5 + 1) give exactly the bits of one whole-array pass."""
+    """The CPU update runs piece by piece on several threads; pieces of 5 elements
+    (a param of 6 is cut 5 + 1) on 3 threads give exactly the bits of one
+    whole-array pass on one thread, and so does a param whose arrays were
+    replaced by non-contiguous ones."""
     settings = RULE_SETTINGS[kind]
     results = []
-    for piece in (5, 1 << 30):
+    for piece, threads in ((5, 3), (1 << 30, 1)):
         monkeypatch.setattr(sgd_solvers, "_PIECE", piece)
+        parallel.set_num_threads(threads)
         solver = tiny_solver(type=kind, weight_decay=0.01, regularization_type=regularization,
                              iter_size=3, **settings)
+        if threads == 1:
+            weight = solver.net.learnable_params[0]
+            weight.data = numpy.asfortranarray(weight.data)
+            assert not weight.data.flags.c_contiguous
         r = numpy.random.default_rng(5)
         for _ in range(4):
             for blob in solver.net.learnable_params:
@@ -495,6 +502,7 @@ def test_update_in_pieces_is_bit_identical(kind, regularization, monkeypatch):
             solver.iter += 1
         results.append([blob.data.copy() for blob in solver.net.learnable_params]
                        + [h.copy() for h in solver.history])
+    parallel.set_num_threads(parallel._default_threads())
     for pieces, whole in zip(*results):
         numpy.testing.assert_array_equal(pieces, whole)
 

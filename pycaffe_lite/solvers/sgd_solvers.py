@@ -33,6 +33,7 @@ import math
 
 import numpy
 
+from .. import parallel
 from ..errors import CaffeError
 from ..io import files
 from ..log import caffe_float
@@ -79,10 +80,11 @@ class SGDSolver(Solver):
         """Steps 1-5 of the module docstring for every learnable param.
 
         After step 1 every element is independent of every other, so steps 2-5
-        run piece by piece (:func:`_pieces`): a piece's data, diff, histories
+        run piece by piece (:meth:`_pieces`): a piece's data, diff, histories
         and scratch stay in cache through the whole rule instead of a pass over
-        memory per operation.  Each element sees the same float32 operations
-        in the same order as in Caffe's whole-array passes.
+        memory per operation, and on the CPU the pieces are shared among
+        threads (:mod:`pycaffe_lite.parallel`).  Each element sees the same
+        float32 operations in the same order as in Caffe's whole-array passes.
         """
         rate = self.learning_rate()
         if self.param.display and self.iter % self.param.display == 0:
@@ -90,32 +92,52 @@ class SGDSolver(Solver):
         self.clip_gradients()
         params = self.net.learnable_params
         specs = self.net.param_specs
-        iter_scale = f32(1.0) / f32(self.param.iter_size) if self.param.iter_size != 1 else None
+        pieces = []
         for param_id, blob in enumerate(params):
             lr_mult, decay_mult = specs[param_id]
             decay = f32(self.param.weight_decay) * f32(decay_mult)
             local_rate = f32(rate * f32(lr_mult))
             histories = self.history[param_id::len(params)]
-            for w, g, h, tmp in self._pieces(blob, histories):
-                if iter_scale is not None:
-                    g *= iter_scale
-                if decay:
-                    self.regularize(w, g, decay, tmp[0])
-                self.compute_update_value(g, h, local_rate, tmp)
-                w -= g
+            pieces += [(w, g, h, decay, local_rate) for w, g, h in self._pieces(blob, histories)]
+        if self.xp is numpy:
+            parallel.for_each(pieces, self._update_piece)
+        else:
+            for piece in pieces:
+                self._update_piece(piece, 0)
+
+    def _update_piece(self, piece, worker):
+        w, g, h, decay, local_rate = piece
+        tmp = [buf[:g.size].reshape(g.shape) for buf in self._scratch[worker]]
+        if self.param.iter_size != 1:
+            g *= f32(1.0) / f32(self.param.iter_size)
+        if decay:
+            self.regularize(w, g, decay, tmp[0])
+        self.compute_update_value(g, h, local_rate, tmp)
+        w -= g
 
     def _pieces(self, blob, histories):
-        """``(data, diff, [histories], [scratch])`` views over consecutive pieces of a param."""
+        """``(data, diff, [histories])`` views over consecutive pieces of a param
+        (CPU: of :data:`_PIECE` elements; GPU, or arrays set by hand that are not
+        contiguous: the whole param), and scratch for them."""
         count = blob.count
-        piece = min(count, _PIECE if self.xp is numpy else count)
-        if self._scratch is None or self._scratch[0].size < piece:
-            self._scratch = [self.xp.empty(piece, dtype=blob.data.dtype)
-                             for _ in range(self.scratch_per_piece)]
-        flat = [blob.data.reshape(-1), blob.diff.reshape(-1)] + [h.reshape(-1) for h in histories]
+        arrays = [blob.data, blob.diff] + list(histories)
+        whole = self.xp is not numpy or not all(a.flags.c_contiguous for a in arrays)
+        piece = count if whole else min(count, _PIECE)
+        workers = parallel.num_threads() if self.xp is numpy else 1
+        if (self._scratch is None or len(self._scratch) < workers
+                or self._scratch[0][0].size < piece):
+            size = max(piece, self._scratch[0][0].size if self._scratch else 0)
+            self._scratch = [[self.xp.empty(size, dtype=blob.data.dtype)
+                              for _ in range(self.scratch_per_piece)]
+                             for _ in range(workers)]
+        if whole:
+            yield blob.data, blob.diff, histories
+            return
+        flat = [arr.reshape(-1) for arr in arrays]
         for start in range(0, count, piece):
-            part = slice(start, min(start + piece, count))
+            part = slice(start, start + piece)
             w, g, *h = (arr[part] for arr in flat)
-            yield w, g, h, [buf[:g.size] for buf in self._scratch]
+            yield w, g, h
 
     def clip_gradients(self):
         clip = f32(self.param.clip_gradients)
