@@ -43,3 +43,11 @@ def restore_logger():
     yield
     logger.handlers[:] = handlers
     logger.setLevel(level)
+
+
+@pytest.fixture
+def threads():
+    """``threads(n)`` runs pycaffe_lite's own thread pool with n threads for the test."""
+    from pycaffe_lite import parallel
+    yield parallel.set_num_threads
+    parallel.set_num_threads(parallel._default_threads())

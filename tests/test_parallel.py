@@ -6,12 +6,6 @@ import pytest
 from pycaffe_lite import parallel
 
 
-@pytest.fixture
-def threads():
-    yield parallel.set_num_threads
-    parallel.set_num_threads(parallel._default_threads())
-
-
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_every_item_once_with_a_worker_index_per_thread(threads, n):
     threads(n)
