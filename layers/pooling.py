@@ -28,7 +28,7 @@ import math
 
 import numpy
 
-from pycaffe_lite import rng
+from pycaffe_lite import parallel, rng
 from pycaffe_lite.backend import get_array_module
 from pycaffe_lite.layer import TRAIN, Layer, register
 from pycaffe_lite.proto import caffe_pb2
@@ -38,6 +38,9 @@ AVE = caffe_pb2.PoolingParameter.AVE
 STOCHASTIC = caffe_pb2.PoolingParameter.STOCHASTIC
 CEIL = caffe_pb2.PoolingParameter.CEIL
 _METHOD_NAMES = {MAX: "MAX", AVE: "AVE", STOCHASTIC: "STOCHASTIC"}
+
+# Inputs per part of a Pooling batch on the CPU (see _batch_parts).
+_PART_ELEMENTS = 1 << 20
 
 # Caffe initialises MAX pooling with -FLT_MAX and STOCHASTIC TEST sums with FLT_MIN.
 FLT_MAX = float(numpy.finfo(numpy.float32).max)
@@ -440,29 +443,55 @@ class PoolingLayer(Layer):
                                  f"pad {self.pad} with {_METHOD_NAMES[self.method]}")
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
                 raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
-        self.pooler = None
+        self.geom = None
+        self.poolers, self.parts = [], []
 
     def reshape(self, bottom, top):
         _check_4d(self, bottom)
         in_hw = bottom[0].shape[2:]
-        if self.pooler is None or self.pooler.geom.in_hw != in_hw:
+        if self.geom is None or self.geom.in_hw != in_hw:
             kernel = in_hw if self.global_pooling else self.kernel
-            geom = _make_geometry(self, in_hw, kernel, self.stride, self.pad, self.round_mode)
-            self.pooler = Pooler(geom, self.method, self.phase)
-        shape = bottom[0].shape[:2] + self.pooler.geom.out
+            self.geom = _make_geometry(self, in_hw, kernel, self.stride, self.pad,
+                                       self.round_mode)
+            self.poolers = []
+        self.parts = _batch_parts(get_array_module(bottom[0].data), bottom[0].shape,
+                                  self.method)
+        if len(self.poolers) != len(self.parts):
+            self.poolers = [Pooler(self.geom, self.method, self.phase) for _ in self.parts]
+        shape = bottom[0].shape[:2] + self.geom.out
         for t in top:
             t.reshape(shape)
 
     def forward(self, bottom, top):
         # TRAIN keeps the MAX winners for backward; TEST finds them again if asked.
         need_idx = len(top) > 1 or self.phase == TRAIN
-        idx = self.pooler.forward(bottom[0].data, top[0].data, need_idx=need_idx)
-        if len(top) > 1:
-            top[1].data[...] = self.pooler.geom.mask_index(idx)
+        x, y = bottom[0].data, top[0].data
+
+        def run(item, _):
+            pooler, part = item
+            idx = pooler.forward(x[part], y[part], need_idx=need_idx)
+            if len(top) > 1:
+                top[1].data[part] = self.geom.mask_index(idx)
+        parallel.for_each(zip(self.poolers, self.parts), run)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.pooler.backward(top[0].diff, bottom[0].diff)
+            dy, dx = top[0].diff, bottom[0].diff
+            parallel.for_each(zip(self.poolers, self.parts),
+                              lambda item, _: item[0].backward(dy[item[1]], dx[item[1]]))
+
+
+def _batch_parts(xp, shape, method):
+    """Slices of a batch pooled separately: on the CPU, parts of at most
+    :data:`_PART_ELEMENTS` inputs (their scratch stays in cache) and at least one
+    per thread, run on :mod:`pycaffe_lite.parallel`'s threads.  STOCHASTIC stays
+    whole (its random draws come in the batch's order)."""
+    n = shape[0]
+    if xp is not numpy or method == STOCHASTIC or n <= 1:
+        return [slice(0, n)]
+    per_sample = max(1, math.prod(shape[1:]))
+    step = max(1, min(-(-n // parallel.num_threads()), _PART_ELEMENTS // per_sample))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
 
 
 @register("SPP", "SPP")

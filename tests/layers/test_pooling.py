@@ -339,3 +339,28 @@ def test_scratch_buffers_follow_batch_size(method):
         layer.forward(bottom, top)
         expected = caffe_pool(x[:n], method, 3, 3, 2, 2, 1, 1)[0]
         numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("n_threads,part_elements", [(1, 1 << 20), (3, 1 << 20), (2, 100)])
+def test_batch_parts_on_threads_match_caffe(method, n_threads, part_elements, threads,
+                                            monkeypatch):
+    """The batch pooled in parts (one per thread, or smaller parts that fit the
+    cache) on the thread pool: Caffe's values, mask and gradient."""
+    threads(n_threads)
+    monkeypatch.setattr(pooling, "_PART_ELEMENTS", part_elements)
+    x = numpy.random.RandomState(4).standard_normal((5, 3, 7, 7))
+    dy = numpy.random.RandomState(5).standard_normal((5, 3, 3, 3))
+    lp = _pool_param(method, (3, 3), (2, 2), (0, 0)) + (' top: "y" top: "mask"'
+                                                        if method == "MAX" else "")
+    layer, bottom, top = make_layer(lp, [x])
+    expected_parts = {(1, 1 << 20): 1, (3, 1 << 20): 3, (2, 100): 5}[n_threads, part_elements]
+    assert len(layer.parts) == expected_parts
+    layer.forward(bottom, top)
+    expected, mask, dx = caffe_pool(x, method, 3, 3, 2, 2, 0, 0, dy=dy)
+    numpy.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
+    if method == "MAX":
+        numpy.testing.assert_array_equal(top[1].data, mask)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    numpy.testing.assert_allclose(bottom[0].diff, dx, rtol=1e-12, atol=1e-12)
