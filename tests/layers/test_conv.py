@@ -230,6 +230,32 @@ def test_im2col_whole_row_runs_match_row_by_row(monkeypatch, kernel, pad, dilati
         numpy.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("kernel,stride,pad,dilation", [
+    ((11, 11), (4, 4), (0, 0), (1, 1)), ((7, 7), (2, 2), (3, 3), (1, 1)),
+    ((5, 7), (2, 3), (1, 2), (1, 1)), ((5, 5), (2, 2), (2, 1), (2, 3)),
+    ((9, 4), (3, 1), (4, 0), (1, 1))])
+@pytest.mark.parametrize("size", [(11, 11), (16, 13), (23, 29)])
+def test_im2col_by_phases_matches_strided_copies(monkeypatch, kernel, stride, pad, dilation,
+                                                 size):
+    """Strided 2-D kernels with many offsets: the phase split gives the columns of
+    the generic strided copies, whole or by bands of output rows."""
+    geom = conv.ConvGeometry(kernel, stride, pad, dilation)
+    assert conv._phases_pay(geom)
+    out = geom.conv_out_shape(size)
+    if min(out) <= 0:
+        pytest.skip("kernel larger than the padded input")
+    x = _rand(2, 3, *size)
+    for first_row in range(out[0]):
+        rows = min(2, out[0] - first_row) if first_row else out[0]
+        fast = numpy.full((2, 3) + kernel + (rows, out[1]), numpy.nan)
+        slow = fast.copy()
+        conv.im2col(x, geom, fast, first_row)
+        with monkeypatch.context() as m:
+            m.setattr(conv, "_phases_pay", lambda *args: False)
+            conv.im2col(x, geom, slow, first_row)
+        numpy.testing.assert_array_equal(fast, slow)
+
+
 @pytest.mark.parametrize("kernel,pad,dilation", [
     ((3, 3), (1, 1), (1, 1)), ((5, 5), (2, 2), (1, 1)), ((5, 3), (0, 1), (1, 1)),
     ((1, 5), (3, 2), (1, 1)), ((3, 3), (2, 2), (2, 2)), ((2, 3), (1, 3), (2, 3))])
