@@ -61,6 +61,9 @@ FLAGS = [
     Flag("synthetic_data", bool, False, "Optional; replace data-source layers (Data, "
          "ImageData, HDF5Data, ...) by random data of the same batch size, for nets whose "
          "databases are not on this machine (pycaffe_lite extension)."),
+    Flag("batch_size", int, 0, "Optional; 'test' and 'time': run at this batch size: the "
+         "first dimension of every Input layer and, with --synthetic_data, of the synthetic "
+         "data (pycaffe_lite extension; 0 keeps the prototxt's)."),
     Flag("fold_bn", bool, False, "Optional; 'test' and 'time': fold BatchNorm (and Scale) "
          "layers into the Convolution/InnerProduct before them (inference only: 'time' then "
          "skips backward and defaults to phase TEST; see pycaffe_lite.fuse; pycaffe_lite "
@@ -189,8 +192,16 @@ def _build_net(flags, phase, xp):
     from .io.synthetic import synthesize_data_layers
     from .net import Net
     model = files.read_net(flags.model)
+    batch = flags.batch_size
+    if batch < 0:
+        raise UsageError(f"--batch_size must be positive, got {batch}", show_usage=False)
     if flags.synthetic_data:
-        model = synthesize_data_layers(model)
+        model = synthesize_data_layers(model, batch=batch or None)
+    if batch:
+        for layer in model.layer:
+            for shape in layer.input_param.shape if layer.type == "Input" else ():
+                if shape.dim:
+                    shape.dim[0] = batch
     return Net(model, phase=phase, level=flags.level, stages=_stages(flags), xp=xp)
 
 

@@ -531,3 +531,26 @@ def test_fold_bn_flag(tmp_path, capsys):
     assert status == 0 and "Performing Backward" not in msgs
     assert any("backward skipped" in m for m in msgs)
     check_time_output(msgs, ["data", "ip"], 2)
+
+
+def test_batch_size_resizes_inputs_and_synthetic_data(tmp_path, capsys):
+    """--batch_size (our extension) sets the first dim of Input layers and, with
+    --synthetic-data, of the data that replaces a missing database."""
+    model = tmp_path / "net.prototxt"
+    model.write_text('layer { name: "in" type: "Input" top: "a" '
+                     'input_param { shape { dim: 50 dim: 2 } } }\n'
+                     'layer { name: "d" type: "Data" top: "b" top: "label" '
+                     'data_param { source: "nowhere_lmdb" batch_size: 7 } }\n'
+                     'layer { name: "ip" type: "InnerProduct" bottom: "a" top: "y" '
+                     'inner_product_param { num_output: 3 } }\n')
+    _, flags = parse_flags([f"--model={model}", "--synthetic-data", "--batch_size=2"],
+                           cli.FLAGS)
+    net = cli._build_net(flags, TEST, numpy)
+    assert net.blobs["a"].shape == (2, 2) and net.blobs["y"].shape == (2, 3)
+    assert net.blobs["b"].shape[0] == 2 and net.blobs["label"].shape == (2,)
+    status, _, err = run_main(capsys, "time", f"--model={model}", "--iterations=1",
+                              "--synthetic-data", "--batch_size=2")
+    assert status == 0 and "*** Benchmark ends ***" in err
+    status, _, err = run_main(capsys, "time", f"--model={model}", "--iterations=1",
+                              "--batch_size=-1", "--synthetic-data")
+    assert status != 0 and "--batch_size must be positive, got -1" in err
