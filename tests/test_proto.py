@@ -103,6 +103,8 @@ def _number(message, field):
     ("quant_param", 149),
     # moved from upstream 148 / 147 (see proto/README.md)
     ("clip_param", 150), ("swish_param", 151),
+    # ours (see proto/README.md)
+    ("act_quantize_param", 152),
 ])
 def test_layer_parameter_numbers(field, number):
     assert _number(pb.LayerParameter, field) == number
