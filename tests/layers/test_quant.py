@@ -861,3 +861,26 @@ def test_binactiv_k_cannot_be_in_place():
     fresh = type(layer)(param)
     with pytest.raises(LayerError, match=r"top 1 \(K\) cannot be computed in place"):
         fresh.set_up(bottom, [top[0], bottom[0]])
+
+
+@pytest.mark.parametrize("use_alpha", [True, False])
+def test_binarised_weights_in_blocks_on_threads_are_exact(use_alpha, threads, monkeypatch):
+    """sign(W) * alpha computed in blocks of rows on two threads: bit for bit the
+    naive whole-array formula (sign(0) = sign(-0.0) = +1), and the buffer is reused."""
+    from pycaffe_lite.layers import quant
+    threads(2)
+    monkeypatch.setattr(quant, "_BINARISE_BLOCK", 7)        # 1 row of 12 per block
+    rng = numpy.random.default_rng(0)
+    w = rng.standard_normal((5, 3, 2, 2)).astype(numpy.float32)
+    w[0, 0, 0, 0], w[1, 0, 0, 1], w[4, 2, 1, 1] = 0.0, -0.0, 1e-30
+    lp = ("type: 'BinaryConvolution' convolution_param { num_output: 5 kernel_size: 2 } "
+          f"binary_convolution_param {{ use_alpha: {str(use_alpha).lower()} }}")
+    layer, bottom, top = make_layer(lp, [rng.standard_normal((1, 3, 4, 4))],
+                                    dtype=numpy.float32)
+    layer.blobs[0].data[...] = w
+    alpha = (numpy.abs(w).reshape(5, -1).mean(axis=1, dtype=numpy.float32) if use_alpha
+             else numpy.ones(5, numpy.float32))
+    expected = numpy.where(w >= 0, 1.0, -1.0).astype(numpy.float32) * alpha[:, None, None, None]
+    first = layer.effective_weight()
+    numpy.testing.assert_array_equal(first, expected)
+    assert layer.effective_weight() is first
