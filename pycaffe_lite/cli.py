@@ -10,6 +10,10 @@ written for it keep working:
   ``--snapshot``, ``--sigint_effect``, ``--sighup_effect``).
 * ``upgrade {net_text,net_binary,solver_text} IN OUT``: Caffe's
   ``upgrade_net_proto_text`` / ``_binary`` / ``upgrade_solver_proto_text``.
+* ``binarize``: a HWGQ net's BinaryConvolution / BinaryInnerProduct layers as
+  standard Convolution / InnerProduct with the ``sign(W) * alpha`` weights
+  (``--model``, ``--weights``, ``--out_model``, ``--out_weights``; an extension,
+  see :mod:`pycaffe_lite.tools.binarize`).
 
 Flags are gflags-style (:mod:`pycaffe_lite.flags`): ``-model=x``, ``--model=x``
 and ``--model x`` are the same; booleans take ``--flag``, ``--noflag`` or
@@ -68,6 +72,10 @@ FLAGS = [
          "layers into the Convolution/InnerProduct before them (inference only: 'time' then "
          "skips backward and defaults to phase TEST; see pycaffe_lite.fuse; pycaffe_lite "
          "extension)."),
+    Flag("out_model", str, "", "'binarize': where to write the binarised net definition "
+         "(text prototxt; pycaffe_lite extension)."),
+    Flag("out_weights", str, "", "'binarize': where to write the binarised weights (binary "
+         "caffemodel; pycaffe_lite extension)."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
 ] + GLOG_FLAGS
@@ -548,6 +556,32 @@ def cmd_upgrade(flags, kind, source, target):
     else:
         report = upgrade.upgrade_net_file(source, target, binary=kind == "net_binary")
     return 1 if report.problems else 0
+
+
+# --- binarize --------------------------------------------------------------------------
+
+@command("binarize", "make a HWGQ net's binary layers standard ones holding sign(W)*alpha "
+         "(a deploy_bw net)")
+def cmd_binarize(flags):
+    """Binarise ``--model`` + ``--weights`` into ``--out_model`` + ``--out_weights``.
+
+    Every BinaryConvolution / BinaryInnerProduct becomes a Convolution /
+    InnerProduct whose weight is the one the binary layer's forward uses (as the
+    HWGQ paper's ``deploy_bw.prototxt`` nets); the rest is copied.  The net is
+    built in --phase (default TEST), --level and --stage.  A net without a binary
+    layer is an error and nothing is written.  See :mod:`pycaffe_lite.tools.binarize`.
+    """
+    from .tools.binarize import binarize_files
+    needs = (("model", "a model definition to binarize"),
+             ("weights", "the trained weights of the model"),
+             ("out_model", "where to write the binarised model"),
+             ("out_weights", "where to write the binarised weights"))
+    for name, what in needs:
+        if not getattr(flags, name):
+            raise UsageError(f"Need {what} (--{name}).")
+    binarize_files(flags.model, flags.weights, flags.out_model, flags.out_weights,
+                   phase=_phase(flags, TEST), level=flags.level, stages=_stages(flags))
+    return 0
 
 
 # --- entry point ---------------------------------------------------------------------
