@@ -190,7 +190,8 @@ def temp_dir():
 
 
 def layer_flops(net):
-    """[(layer name, type, FLOPs)] for Convolution, Deconvolution and InnerProduct.
+    """[(layer name, type, FLOPs)] for Convolution, Deconvolution and InnerProduct
+    (and HWGQ's BinaryConvolution / BinaryInnerProduct, float GEMMs like them).
 
     FLOPs = 2 * multiply-adds, biases not counted.  The weight blob's shape
     gives the multiply-adds per output (Convolution, InnerProduct) or per input
@@ -200,7 +201,7 @@ def layer_flops(net):
     out = []
     for name, layer, bottoms, tops in zip(net.layer_names, net.layers, net.bottom_vecs,
                                           net.top_vecs):
-        kind = layer.type
+        kind = layer.type.replace("Binary", "")
         if kind not in ("Convolution", "Deconvolution", "InnerProduct") or not layer.blobs:
             continue
         weight = layer.blobs[0].shape
@@ -211,7 +212,7 @@ def layer_flops(net):
             macs = sum(t.count for t in tops) * int(numpy.prod(weight[1:]))
         else:
             macs = sum(b.count for b in bottoms) * int(numpy.prod(weight[1:]))
-        out.append((name, kind, 2 * macs))
+        out.append((name, layer.type, 2 * macs))
     return out
 
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ["bench_forward.py", "bench_gemm_peak.py", "bench_train.py", "bench_prefetch.py"]
+SCRIPTS = ["bench_forward.py", "bench_gemm_peak.py", "bench_train.py", "bench_prefetch.py",
+           "bench_hwgq.py"]
 LAYERS = ("bench_gemm_peak.py", "bench_train.py")     # get --layers unless --quick
 
 
