@@ -184,12 +184,7 @@ class BatchNorm(NeuronLayer):
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         self.blobs = [self.make_blob((self.channels,)), self.make_blob((self.channels,)),
                       self.make_blob((1,))]
-        for i in range(len(self.blobs)):
-            if len(self.param.param) == i:
-                self.param.param.add().lr_mult = 0.0
-            elif self.param.param[i].lr_mult != 0:
-                raise self.error(f"param {i} has lr_mult {self.param.param[i].lr_mult}; batch "
-                                 "normalization statistics cannot be learned, expected lr_mult 0")
+        self.freeze_param_blobs("batch normalization statistics")
 
     def reshape(self, bottom, top):
         channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]

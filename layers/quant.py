@@ -259,18 +259,6 @@ class BinaryInnerProductLayer(InnerProductLayer):
         return _binarised(self, self.blobs[0].data, self.param.binary_inner_product_param)
 
 
-def _fix_param_blobs(layer, what):
-    """Make every param blob of ``layer`` unlearned, as Caffe's BatchNorm does: a
-    blob the prototxt gives no ``param`` spec gets ``param { lr_mult: 0 }`` (so no
-    solver update or weight decay ever touches it); a non-zero ``lr_mult`` is refused."""
-    for i in range(len(layer.blobs)):
-        if len(layer.param.param) == i:
-            layer.param.param.add().lr_mult = 0.0
-        elif layer.param.param[i].lr_mult != 0:
-            raise layer.error(f"param {i} ({what}) has lr_mult {layer.param.param[i].lr_mult}; "
-                              "it is not learned, expected lr_mult 0 or no param spec")
-
-
 @register("BinActiv")
 class BinActivLayer(_ElementwiseLayer):
     """XNOR-Net binary activation with its scale map (the XNOR-Net Caffe ports' BinActiv).
@@ -338,7 +326,7 @@ class BinActivLayer(_ElementwiseLayer):
         window = self.make_blob((1, 1) + self.geom.kernel)
         window.data[...] = 1.0 / self.geom.kernel_count
         self.blobs = [window]
-        _fix_param_blobs(self, "the K averaging filter")
+        self.freeze_param_blobs("the K averaging filter")
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -462,7 +450,7 @@ class ActQuantizeLayer(_ElementwiseLayer):
         if self.calibrate:
             self.blobs = [self.make_blob((1,))]
             self.blobs[0].data[...] = 0
-            _fix_param_blobs(self, "the calibrated top level")
+            self.freeze_param_blobs("the calibrated top level")
             return
         name = scales[0]
         value = float(getattr(p, name))

@@ -138,6 +138,19 @@ class Layer:
         self.blobs.append(blob)
         return blob
 
+    def freeze_param_blobs(self, what):
+        """Mark every param blob as never learned, as Caffe's BatchNorm does: a blob
+        the prototxt gives no ``param`` spec gets ``param { lr_mult: 0 }`` (so no
+        update or weight decay touches it); a non-zero ``lr_mult`` is an error
+        (``what``: the blobs, for the message)."""
+        for i in range(len(self.blobs)):
+            if len(self.param.param) == i:
+                self.param.param.add().lr_mult = 0.0
+            elif self.param.param[i].lr_mult != 0:
+                raise self.error(f"param {i} has lr_mult {self.param.param[i].lr_mult}; "
+                                 f"{what} cannot be learned, expected lr_mult 0 or no "
+                                 "param spec")
+
     def check(self, condition, message):
         if not condition:
             raise self.error(message)

@@ -214,18 +214,25 @@ def test_im2col_whole_row_runs_match_row_by_row(monkeypatch, kernel, pad, dilati
     """Stride 1 with outputs as wide as inputs: the flat-layout copies, whole or by
     bands of output rows, give the columns of the generic row-by-row im2col."""
     geom = conv.ConvGeometry(kernel, (1, 1), pad, dilation)
+    assert geom.conv_out_shape(size)[1] == size[1]        # outputs as wide as inputs
+    _check_im2col_against_generic(monkeypatch, geom, size, "_rows_are_runs")
+
+
+def _check_im2col_against_generic(monkeypatch, geom, size, fast_path):
+    """im2col of a (2, 3, *size) input, whole and by bands of 2 output rows, equals
+    the generic strided copies (``fast_path``, the predicate choosing the faster
+    path, patched to refuse)."""
     out = geom.conv_out_shape(size)
     if min(out) <= 0:
         pytest.skip("kernel larger than the padded input")
     x = _rand(2, 3, *size)
     for first_row in range(out[0]):
         rows = min(2, out[0] - first_row) if first_row else out[0]
-        fast = numpy.full((2, 3) + kernel + (rows, out[1]), numpy.nan)
+        fast = numpy.full((2, 3) + geom.kernel + (rows, out[1]), numpy.nan)
         slow = fast.copy()
-        assert conv._rows_are_runs(x, geom, fast)
         conv.im2col(x, geom, fast, first_row)
         with monkeypatch.context() as m:
-            m.setattr(conv, "_rows_are_runs", lambda *args: False)
+            m.setattr(conv, fast_path, lambda *args: False)
             conv.im2col(x, geom, slow, first_row)
         numpy.testing.assert_array_equal(fast, slow)
 
@@ -241,19 +248,7 @@ def test_im2col_by_phases_matches_strided_copies(monkeypatch, kernel, stride, pa
     the generic strided copies, whole or by bands of output rows."""
     geom = conv.ConvGeometry(kernel, stride, pad, dilation)
     assert conv._phases_pay(geom)
-    out = geom.conv_out_shape(size)
-    if min(out) <= 0:
-        pytest.skip("kernel larger than the padded input")
-    x = _rand(2, 3, *size)
-    for first_row in range(out[0]):
-        rows = min(2, out[0] - first_row) if first_row else out[0]
-        fast = numpy.full((2, 3) + kernel + (rows, out[1]), numpy.nan)
-        slow = fast.copy()
-        conv.im2col(x, geom, fast, first_row)
-        with monkeypatch.context() as m:
-            m.setattr(conv, "_phases_pay", lambda *args: False)
-            conv.im2col(x, geom, slow, first_row)
-        numpy.testing.assert_array_equal(fast, slow)
+    _check_im2col_against_generic(monkeypatch, geom, size, "_phases_pay")
 
 
 @pytest.mark.parametrize("kernel,pad,dilation", [

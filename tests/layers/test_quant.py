@@ -670,8 +670,8 @@ def test_act_quantize_errors(fields, match):
 
 
 def test_act_quantize_calibration_blob_not_learnable():
-    with pytest.raises(LayerError, match=r"'aq'.*param 0 \(the calibrated top level\) has "
-                                         r"lr_mult 1.0.*expected lr_mult 0"):
+    with pytest.raises(LayerError, match=r"'aq'.*param 0 has lr_mult 1.0; the calibrated top "
+                                         r"level cannot be learned, expected lr_mult 0"):
         make_layer('name: "aq" type: "ActQuantize" param { lr_mult: 1 } '
                    'act_quantize_param { bits: 4 calibrate: true }', [_input()])
 
@@ -845,7 +845,7 @@ def test_binactiv_caffemodel_with_and_without_the_filter(tmp_path):
      "convolution_param.axis: got 2, expected 1"),
     ('type: "BinActiv" convolution_param { kernel_size: 5 }', (2, 3, 4, 4), 2, "too small"),
     ('type: "BinActiv" convolution_param { kernel_size: 3 } param { lr_mult: 1 }',
-     (2, 3, 4, 4), 1, r"param 0 \(the K averaging filter\) has lr_mult 1.0"),
+     (2, 3, 4, 4), 1, r"param 0 has lr_mult 1.0; the K averaging filter cannot be learned"),
     ('type: "BinActiv" convolution_param { kernel_size: 3 }', (2, 3, 4, 4), 3,
      r"takes at most 2 top"),
 ])
