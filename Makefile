@@ -3,8 +3,12 @@ PIP ?= $(PYTHON) -m pip
 
 .PHONY: install demo test test-all proto bench clean
 
+# Installs, then builds the tiny ImageNet- and CIFAR-style LMDBs the HWGQ
+# examples train on (from photos the install has; a few seconds, kept once made).
 install:
 	$(PIP) install -q -e '.[test]'
+	$(PYTHON) examples/imagenet/make_tiny_imagenet.py
+	$(PYTHON) examples/cifar10/make_tiny_cifar.py
 
 # Installs, then runs the demo on an embedded default (no downloads, no ../shared).
 demo: install
