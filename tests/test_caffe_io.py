@@ -286,3 +286,21 @@ def test_golden_lmdb_read_only(tmp_path):
     assert key == b"00000000" and (datum.channels, datum.height, datum.width) == (1, 28, 28)
     assert len(reader) == 512
     reader.close()
+
+
+@pytest.mark.parametrize("shape", [(0,), (3,), (2, 3, 4), (40, 1000)])
+def test_blob_proto_packed_bytes_equal_protobufs_own(shape):
+    """array_to_blob_proto writes the packed floats as wire bytes: the message (data
+    and diff, float64 input rounded to float32) serialises exactly as one filled by
+    protobuf's own repeated-field extend."""
+    rng = numpy.random.default_rng(1)
+    data, diff = rng.standard_normal(shape), rng.standard_normal(shape)
+    ours = files.array_to_blob_proto(data, diff=diff)
+    theirs = caffe_pb2.BlobProto()
+    theirs.shape.dim.extend(shape)
+    theirs.data.extend(data.astype(numpy.float32).ravel().tolist())
+    theirs.diff.extend(diff.astype(numpy.float32).ravel().tolist())
+    assert ours.SerializeToString() == theirs.SerializeToString()
+    assert ours == theirs
+    numpy.testing.assert_array_equal(files.blob_proto_to_array(ours),
+                                     data.astype(numpy.float32))
