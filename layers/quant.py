@@ -37,6 +37,9 @@ from .conv import (ConvolutionLayer, InnerProductLayer, _check_out_shape, _read_
                    conv_forward)
 from .neuron import _ElementwiseLayer
 
+# HWGQ forward: up to this many thresholds by comparisons, more by searchsorted.
+_HWGQ_COMPARE_MAX = 8
+
 # Weights per block of rows binarised at a time on the CPU (see _binarised).
 _BINARISE_BLOCK = 1 << 18
 
@@ -135,21 +138,30 @@ class QuantLayer(_ElementwiseLayer):
             raise self.error(f"quant_param thresholds {thrs.tolist()} must be ascending")
         self.centers = self.xp.asarray(centers)
         self.thrs = self.xp.asarray(thrs)
+        self._thrs_host = list(thrs)          # dtype scalars, for the comparisons
 
     # -- forward -------------------------------------------------------------
     def forward(self, bottom, top):
         self._keep_input(bottom, top)
-        x, y = bottom[0].data, top[0].data
+        self._by_pieces(self._forward_piece, bottom[0].data, top[0].data)
+
+    def _forward_piece(self, x, y):
         xp = get_array_module(x)
         if self.labelfree:
             code = xp.floor(x / self.step + self.dtype.type(0.5))
             xp.clip(code, 0, LABELFREE_MAX_CODE, out=code)
             y[...] = xp.where(x > 0, code, self.dtype.type(0))
         elif self.forward_func == "hwgq":
-            # first j with x <= t_j: searchsorted's left side; past the last threshold
-            # the index is len(thrs), the last center
-            level = self.centers[xp.searchsorted(self.thrs, x.ravel(), side="left")]
-            y[...] = xp.where(x > 0, level.reshape(x.shape), -self.negative_slope)
+            # The first j with x <= t_j (past the last threshold: the last center) is
+            # the number of thresholds below x: a few comparisons for HWGQ's 1-3
+            # thresholds, searchsorted's left side for many.
+            if len(self._thrs_host) <= _HWGQ_COMPARE_MAX:
+                index = xp.zeros(x.shape, dtype=numpy.uint8)
+                for t in self._thrs_host:
+                    index += x > t
+            else:
+                index = xp.searchsorted(self.thrs, x.ravel(), side="left").reshape(x.shape)
+            y[...] = xp.where(x > 0, self.centers[index], -self.negative_slope)
         elif self.forward_func == "sign":
             y[...] = xp.where(x >= 0, self.dtype.type(1), self.dtype.type(-1))
         elif self.forward_func == "hard_tanh":
@@ -159,11 +171,13 @@ class QuantLayer(_ElementwiseLayer):
 
     # -- backward ------------------------------------------------------------
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        x = self._input(bottom)
+        if propagate_down[0]:
+            # In place, dx is dy: each piece reads its dy before writing its dx.
+            self._by_pieces(self._backward_piece, self._input(bottom), top[0].diff,
+                            bottom[0].diff)
+
+    def _backward_piece(self, x, dy, dx):
         xp = get_array_module(x)
-        dy, dx = top[0].diff, bottom[0].diff
         if self.labelfree:
             inside = (x > 0) & (x < self.step * self.dtype.type(LABELFREE_MAX_CODE + 0.5))
             dx[...] = xp.where(inside, dy / self.step, self.dtype.type(0))

@@ -93,6 +93,8 @@ HWGQ_CASES = {
     "hwgq_noclip": dict(fwd="hwgq", bwd="relu"),
     "hwgq_thrs": dict(fwd="hwgq", bwd="relu", thrs=(0.7, 1.5)),
     "hwgq_one_center": dict(fwd="hwgq", bwd="relu", centers=(0.9,)),
+    # more thresholds than the comparison path takes: searchsorted
+    "hwgq_many_centers": dict(fwd="hwgq", bwd="relu", centers=tuple(0.2 * k for k in range(1, 13))),
     "sign_hard_tanh": dict(fwd="sign", bwd="hard_tanh", clip=1),
     "hard_tanh": dict(fwd="hard_tanh", bwd="hard_tanh", clip=1),
     "hard_tanh_noclip": dict(fwd="hard_tanh", bwd="hard_tanh"),
@@ -884,3 +886,33 @@ def test_binarised_weights_in_blocks_on_threads_are_exact(use_alpha, threads, mo
     first = layer.effective_weight()
     numpy.testing.assert_array_equal(first, expected)
     assert layer.effective_weight() is first
+
+
+@pytest.mark.parametrize("name", sorted(HWGQ_CASES) + ["labelfree"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_quant_pieces_on_threads_equal_one_pass(name, in_place, threads, monkeypatch):
+    """The CPU forward and backward run in pieces on the thread pool: the bits of
+    one whole-array pass, in place or not."""
+    from pycaffe_lite.layers import neuron
+    if name == "labelfree":
+        lp = 'type: "Quant" relu_param { negative_slope: 0.05 }'
+    else:
+        kw = dict(clip=0.0, slope=0.0, centers=CENTERS, thrs=())
+        kw.update(HWGQ_CASES[name])
+        lp = _quant(**kw)
+    x = _input(scale=1.2).astype(numpy.float32)
+    dy = numpy.random.default_rng(3).standard_normal(x.shape).astype(numpy.float32)
+    results = []
+    for piece, n_threads in ((7, 3), (1 << 30, 1)):
+        monkeypatch.setattr(neuron, "_PIECE", piece)
+        threads(n_threads)
+        layer, bottom, top = make_layer(lp, [x], dtype=numpy.float32)
+        if in_place:
+            top = bottom
+        layer.forward(bottom, top)
+        y = top[0].data.copy()
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        results.append((y, bottom[0].diff.copy()))
+    for pieces, whole in zip(*results):
+        numpy.testing.assert_array_equal(pieces, whole)
