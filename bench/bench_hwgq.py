@@ -138,7 +138,6 @@ def main(argv=None):
     for i, layer in enumerate(net.layers):
         by_type[layer.type] = by_type.get(layer.type, 0.0) + fwd[i] + bwd[i]
     quant = sum(t for kind, t in by_type.items() if kind in QUANT_TYPES)
-    # Each Binary layer binarises its weight once per forward (and reuses it in backward).
     print(f"\nAlexNet-HWGQ iteration layer by layer: {total * 1e3:.1f} ms (best of {repeat} "
           "per layer, update included)")
     print(common.table(

@@ -73,7 +73,7 @@ class _ElementwiseLayer(NeuronLayer):
             fn(*arrays)
             return
         flat = [a.reshape(-1) for a in arrays]
-        parallel.for_each([slice(s, s + _PIECE) for s in range(0, n, _PIECE)],
+        parallel.for_each(parallel.slices(n, _PIECE),
                           lambda part, _: fn(*(f[part] for f in flat)))
 
     def _bottom_name(self):

@@ -353,7 +353,7 @@ class LRN(NeuronLayer):
         passes); the parts run on :mod:`pycaffe_lite.parallel`'s threads (norm1 at
         batch 16 on 2 cores: 9.9 -> 6.1 ms)."""
         step = max(1, _LRN_CHUNK // max(x[0].size, 1)) if xp is numpy else x.shape[0]
-        return [slice(s, s + step) for s in range(0, x.shape[0], step)]
+        return parallel.slices(x.shape[0], step)
 
     def _forward_part(self, xp, x, sq, base, power, y):
         xp.multiply(x, x, out=sq)

@@ -491,7 +491,7 @@ def _batch_parts(xp, shape, method):
         return [slice(0, n)]
     per_sample = max(1, math.prod(shape[1:]))
     step = max(1, min(-(-n // parallel.num_threads()), _PART_ELEMENTS // per_sample))
-    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+    return parallel.slices(n, step)
 
 
 @register("SPP", "SPP")

@@ -229,7 +229,7 @@ def _binarised(layer, weight, param):
             alpha = xp.full((w.shape[0], 1), one, dtype=weight.dtype)
         xp.multiply(w >= 0, alpha + alpha, out=out[part])
         out[part] -= alpha
-    parallel.for_each([slice(r, r + step) for r in range(0, rows.shape[0], step)], block)
+    parallel.for_each(parallel.slices(rows.shape[0], step), block)
     return buffer
 
 

@@ -62,6 +62,13 @@ def set_num_threads(n):
     _threads = n
 
 
+def slices(n, step):
+    """``range(n)`` cut into consecutive slices of ``step`` (the last may be shorter):
+    the pieces that memory-bound work hands to :func:`for_each`."""
+    step = max(1, int(step))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
 def for_each(items, fn):
     """Call ``fn(item, worker)`` for every item; ``worker`` (0 .. threads-1) names
     the thread, for per-thread scratch.  Items are dealt round-robin; the calling

@@ -48,3 +48,9 @@ def test_thread_count_from_the_environment(monkeypatch):
     assert parallel._default_threads() >= 1
     with pytest.raises(ValueError, match="at least 1"):
         parallel.set_num_threads(0)
+
+
+@pytest.mark.parametrize("n,step,expected", [
+    (10, 4, [(0, 4), (4, 8), (8, 10)]), (3, 5, [(0, 3)]), (0, 4, []), (5, 0, [(i, i + 1) for i in range(5)])])
+def test_slices_cover_the_range_once(n, step, expected):
+    assert [(s.start, s.stop) for s in parallel.slices(n, step)] == expected

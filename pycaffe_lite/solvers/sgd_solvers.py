@@ -134,8 +134,7 @@ class SGDSolver(Solver):
             yield blob.data, blob.diff, histories
             return
         flat = [arr.reshape(-1) for arr in arrays]
-        for start in range(0, count, piece):
-            part = slice(start, start + piece)
+        for part in parallel.slices(count, piece):
             w, g, *h = (arr[part] for arr in flat)
             yield w, g, h
 
