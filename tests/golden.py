@@ -3,14 +3,10 @@ import json
 
 import numpy
 
+from allowance import allowed, within
 from conftest import GOLDEN
 
-# A quantised array may have this fraction of its elements one level off the golden
-# one: float32 rounding differences near a threshold (issue #5).
-QUANTISED_OFF_BY_ONE = 1e-3
-# End to end, arrays the golden repeat_run lists as not reproducible by Caffe itself
-# (MAX-pooling ties after binary convolutions) must point the same way.
-IRREPRODUCIBLE_COSINE = 0.95
+from pycaffe_lite.backend import to_numpy
 
 
 def cases(kind):
@@ -48,33 +44,35 @@ class Case:
         return f"{kind}/{name}" in differing
 
 
+def host(array):
+    """A float64 NumPy array of a NumPy or CuPy one (the golden harness runs on both)."""
+    return numpy.asarray(to_numpy(array), dtype=numpy.float64)
+
+
 def relative_error(ours, golden):
-    ours = numpy.asarray(ours, dtype=numpy.float64)
-    golden = numpy.asarray(golden, dtype=numpy.float64)
+    ours, golden = host(ours), host(golden)
     assert ours.shape == golden.shape, f"shape {ours.shape} != golden {golden.shape}"
     scale = numpy.abs(golden).max() if golden.size else 0.0
     diff = numpy.abs(ours - golden).max() if golden.size else 0.0
     return diff / scale if scale > 0 else diff
 
 
-def assert_close(ours, golden, tol, what):
-    err = relative_error(ours, golden)
-    assert err <= tol, f"{what}: max difference {err:.3g} of the array's max (tolerance {tol})"
+def check_close(case, quantity, ours, golden, what):
+    """Max difference over the array's largest value, within the allowance."""
+    within(case, quantity, relative_error(ours, golden), what)
 
 
-def assert_quantised_close(ours, golden, tol, what):
-    """A quantised array: equal within ``tol``, except at most QUANTISED_OFF_BY_ONE of its
-    elements, which may sit one level (of the values either array takes) apart."""
-    ours = numpy.asarray(ours, dtype=numpy.float64)
-    golden = numpy.asarray(golden, dtype=numpy.float64)
+def check_quantised(case, quantity, ours, golden, what):
+    """A quantised array: equal within ``quantity``'s allowance, except a fraction of its
+    elements (allowance "quantised off"), which may sit one level (of the values either
+    array takes) apart."""
+    ours, golden = host(ours), host(golden)
     assert ours.shape == golden.shape, f"shape {ours.shape} != golden {golden.shape}"
     if not golden.size:
         return
     scale = max(numpy.abs(golden).max(), 1e-30)
-    off = numpy.abs(ours - golden) > tol * scale
-    allowed = int(QUANTISED_OFF_BY_ONE * golden.size)
-    assert off.sum() <= allowed, (f"{what}: {off.sum()} of {golden.size} quantised elements "
-                                  f"differ (at most {allowed} may sit one level apart)")
+    off = numpy.abs(ours - golden) > allowed(case, quantity) * scale
+    within(case, "quantised off", off.sum() / golden.size, what)
     if off.any():
         levels = numpy.unique(numpy.concatenate([golden.ravel(), ours.ravel()]))
         steps = numpy.abs(numpy.searchsorted(levels, ours[off])
@@ -82,16 +80,16 @@ def assert_quantised_close(ours, golden, tol, what):
         assert steps.max() <= 1, f"{what}: quantised elements more than one level apart"
 
 
-def assert_same_direction(ours, golden, what, minimum=IRREPRODUCIBLE_COSINE):
-    ours = numpy.asarray(ours, dtype=numpy.float64).ravel()
-    golden = numpy.asarray(golden, dtype=numpy.float64).ravel()
+def check_same_direction(case, quantity, ours, golden, what):
+    """An array whose value rounding decides (Caffe's own rerun differs, or it lies
+    behind a kink): 1 - its cosine with Caffe's."""
+    ours, golden = host(ours).ravel(), host(golden).ravel()
     assert ours.shape == golden.shape, f"shape {ours.shape} != golden {golden.shape}"
     norms = numpy.linalg.norm(ours) * numpy.linalg.norm(golden)
     if norms == 0:
         assert not ours.any() and not golden.any(), f"{what}: one array is zero, the other not"
         return
-    cosine = float(ours @ golden) / norms
-    assert cosine >= minimum, f"{what}: cosine {cosine:.4f} with golden (minimum {minimum})"
+    within(case, quantity, 1.0 - float(ours @ golden) / norms, what)
 
 
 EPS32 = float(numpy.finfo(numpy.float32).eps)
@@ -101,20 +99,18 @@ def is_rounding_noise(golden, top_diffs):
     """A param diff that is zero in exact arithmetic (a bias before a batch-statistics
     BatchNorm): every golden value is below float32 rounding of a sum over the layer's
     top diffs (their total magnitude ``sum |dy|``)."""
-    reference = sum(float(numpy.abs(numpy.asarray(d, dtype=numpy.float64)).sum())
-                    for d in top_diffs if d is not None)
-    golden = numpy.asarray(golden, dtype=numpy.float64)
+    reference = sum(float(numpy.abs(host(d)).sum()) for d in top_diffs if d is not None)
+    golden = host(golden)
     return reference > 0 and numpy.abs(golden).max() <= EPS32 * reference, reference
 
 
-def assert_param_diff_close(ours, golden, tol, what, top_diffs):
-    """``assert_close``; a param diff that is rounding noise in Caffe (see
-    ``is_rounding_noise``) need only be noise here too (within 16 eps of ``sum |dy|``)."""
+def check_param_diff(case, quantity, ours, golden, what, top_diffs):
+    """``check_close``; a param diff that is rounding noise in Caffe (see
+    ``is_rounding_noise``) need only be noise here too (allowance "rounding noise", in
+    units of eps * sum |dy|)."""
     noise, reference = is_rounding_noise(golden, top_diffs)
     if noise:
-        err = numpy.abs(numpy.asarray(ours, dtype=numpy.float64)).max()
-        assert err <= 16 * EPS32 * reference, (
-            f"{what}: zero up to rounding in Caffe, ours reaches {err:.3g} "
-            f"(sum |top diff| {reference:.3g})")
+        within(case, "rounding noise", numpy.abs(host(ours)).max() / (EPS32 * reference),
+               what)
         return
-    assert_close(ours, golden, tol, what)
+    check_close(case, quantity, ours, golden, what)

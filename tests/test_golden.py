@@ -1,18 +1,19 @@
 """Every golden case of the real Caffe: end to end through the Net, and layer by layer.
 
-Forward within 1e-5 and backward within 1e-4 of each array's largest value.
-Quant outputs: at most 0.1% of elements may sit one level apart.  End-to-end
-backward: arrays that Caffe's own rerun could not reproduce
-(``meta.repeat_run.differing_arrays``) need only a cosine >= 0.95.
+On every backend (NumPy; CuPy when a GPU is usable, else skipped with the reason),
+compared on the host.  Forward within 1e-5 and backward within 1e-4 of each array's
+largest value; quantised outputs, arrays Caffe itself does not reproduce and
+rounding-noise gradients have measures of their own; every allowance, and where the
+BLAS kernels' spread makes it wider, is in ``allowance.py``.
 """
 import pytest
 
-from golden import (Case, assert_close, assert_param_diff_close, assert_quantised_close,
-                    assert_same_direction, cases)
+from allowance import BEHIND_A_KINK
+from golden import (Case, cases, check_close, check_param_diff, check_quantised,
+                    check_same_direction)
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.net import Net
 
-FWD, BWD = 1e-5, 1e-4
 CASES = [("layers", c["name"]) for c in cases("layers")] + [
     ("nets", c["name"]) for c in cases("nets")]
 
@@ -21,59 +22,75 @@ def load(kind, name):
     return Case(kind, name)
 
 
-def assert_forward(case, blob, ours, golden, what):
+def check_forward(case, stage, blob, ours, golden, what):
     if blob in case.quantised_blobs():
-        assert_quantised_close(ours, golden, FWD, what)
+        check_quantised(case.name, f"{stage} forward", ours, golden, what)
     else:
-        assert_close(ours, golden, FWD, what)
+        check_close(case.name, f"{stage} forward", ours, golden, what)
 
 
-def assert_backward_end_to_end(case, kind, name, ours, what, top_diffs=()):
+def behind_kink(case, net):
+    """Names of the blobs and param layers produced before the case's kink layer
+    (allowance.BEHIND_A_KINK), whose end-to-end diffs are compared by direction."""
+    kink = BEHIND_A_KINK.get(case.name)
+    if kink is None:
+        return set()
+    before = net.layer_names[:net.layer_names.index(kink)]
+    return set(before) | {t for i in range(len(before)) for t in net.layer_tops[i]}
+
+
+def check_backward_end_to_end(case, kind, name, ours, what, top_diffs=(), kinked=False):
     golden = case.get(kind, name)
     if case.irreproducible(kind, name):
-        assert_same_direction(ours, golden, what)
+        check_same_direction(case.name, "irreproducible cosine", ours, golden, what)
+    elif kinked:
+        check_same_direction(case.name, "kink cosine", ours, golden, what)
     else:
-        assert_param_diff_close(ours, golden, BWD, what, top_diffs)
+        check_param_diff(case.name, "end-to-end backward", ours, golden, what, top_diffs)
 
 
-def build(case):
+def build(case, xp):
     net = Net(str(case.dir / "net.prototxt"), phase=case.phase,
-              weights=str(case.dir / "weights.caffemodel"))
+              weights=str(case.dir / "weights.caffemodel"), xp=xp)
     for name in case.keys("input"):
         net.blobs[name].reshape(case.get("input", name).shape)
-        net.blobs[name].data[...] = case.get("input", name)
+        net.blobs[name].data[...] = xp.asarray(case.get("input", name))
     return net
 
 
-def run_backward(net, case):
+def run_backward(net, case, xp):
     net.clear_param_diffs()
     for name in case.keys("top_diff"):
-        net.blobs[name].diff[...] = case.get("top_diff", name)
+        net.blobs[name].diff[...] = xp.asarray(case.get("top_diff", name))
     net.backward_range()
 
 
 @pytest.mark.parametrize("kind,name", CASES, ids=[n for _, n in CASES])
-def test_end_to_end(kind, name, monkeypatch):
+def test_end_to_end(kind, name, xp, monkeypatch):
     case = load(kind, name)
     monkeypatch.chdir(case.dir)  # relative paths in a prototxt resolve from the cwd
-    net = build(case)
+    net = build(case, xp)
     net.forward_range()
     for blob in case.keys("blob"):
-        assert_forward(case, blob, net.blobs[blob].data, case.get("blob", blob), f"blob '{blob}'")
+        check_forward(case, "end-to-end", blob, net.blobs[blob].data, case.get("blob", blob),
+                      f"blob '{blob}'")
     if not case.meta["backward"]:
         return
-    run_backward(net, case)
+    run_backward(net, case, xp)
+    kinked = behind_kink(case, net)
     for blob in case.keys("diff"):
-        assert_backward_end_to_end(case, "diff", blob, net.blobs[blob].diff, f"diff '{blob}'")
+        check_backward_end_to_end(case, "diff", blob, net.blobs[blob].diff, f"diff '{blob}'",
+                                  kinked=blob in kinked)
     for key in case.keys("param_diff"):
         layer, i = key.rsplit("/", 1)
         tops = net.layer_tops[net.layer_names.index(layer)]
-        assert_backward_end_to_end(case, "param_diff", key, net.params[layer][int(i)].diff,
-                                   f"param diff {key}", [case.get("diff", t) for t in tops])
+        check_backward_end_to_end(case, "param_diff", key, net.params[layer][int(i)].diff,
+                                  f"param diff {key}", [case.get("diff", t) for t in tops],
+                                  kinked=layer in kinked)
     for key in case.keys("param"):
         layer, i = key.rsplit("/", 1)
-        assert_close(net.params[layer][int(i)].data, case.get("param", key), FWD,
-                     f"param {key}")
+        check_close(case.name, "end-to-end param", net.params[layer][int(i)].data,
+                    case.get("param", key), f"param {key}")
 
 
 def _golden_io(case, net):
@@ -116,44 +133,46 @@ def _golden_io(case, net):
 
 
 @pytest.mark.parametrize("kind,name", CASES, ids=[n for _, n in CASES])
-def test_layer_by_layer(kind, name, monkeypatch):
+def test_layer_by_layer(kind, name, xp, monkeypatch):
     case = load(kind, name)
     monkeypatch.chdir(case.dir)
-    net = build(case)
+    net = build(case, xp)
     for i, lname, layer, bottom_data, top_data, top_diff, bottom_diff in _golden_io(case, net):
         if layer.type == "Input":
             continue
         blobs = {}
         bottom = []
         for x, data in zip(net.layer_bottoms[i], bottom_data):
-            blob = blobs.setdefault(x, Blob(data.shape))
-            blob.data[...] = data
+            blob = blobs.setdefault(x, Blob(data.shape, xp=xp))
+            blob.data[...] = xp.asarray(data)
             bottom.append(blob)
-        top = [blobs.setdefault(x, Blob()) for x in net.layer_tops[i]]
+        top = [blobs.setdefault(x, Blob(xp=xp)) for x in net.layer_tops[i]]
         if case.meta["phase"] == "TRAIN" and layer.type == "BatchNorm":
             # batch-statistics mode updates the stored statistics: start from the file's
             for k, blob in enumerate(layer.blobs):
-                blob.data[...] = net_weights(case)[lname][k]
+                blob.data[...] = xp.asarray(net_weights(case)[lname][k])
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
         for x, blob, want in zip(net.layer_tops[i], top, top_data):
-            assert_forward(case, x, blob.data, want, f"layer '{lname}' top '{x}'")
+            check_forward(case, "layer-by-layer", x, blob.data, want,
+                          f"layer '{lname}' top '{x}'")
         if not case.meta["backward"] or not net.layer_need_backward[i]:
             continue
         for blob, diff in zip(top, top_diff):
-            blob.diff[...] = diff
+            blob.diff[...] = xp.asarray(diff)
         for p in layer.blobs:
             p.diff[...] = 0
         layer.backward(top, net.bottom_need_backward[i], bottom)
         for x, blob, need, want in zip(net.layer_bottoms[i], bottom, net.bottom_need_backward[i],
                                        bottom_diff):
             if need:
-                assert_close(blob.diff, want, BWD, f"layer '{lname}' bottom diff '{x}'")
+                check_close(case.name, "layer-by-layer backward", blob.diff, want,
+                            f"layer '{lname}' bottom diff '{x}'")
         for k, p in enumerate(layer.blobs):
             want = case.get("param_diff", f"{lname}/{k}")
             if want is not None and k not in net._frozen_params[i]:
-                assert_param_diff_close(p.diff, want, BWD, f"layer '{lname}' param diff {k}",
-                                        top_diff)
+                check_param_diff(case.name, "layer-by-layer backward", p.diff, want,
+                                 f"layer '{lname}' param diff {k}", top_diff)
 
 
 _weights_cache = {}

@@ -16,6 +16,7 @@ import signal
 
 import numpy
 import pytest
+from allowance import within
 from conftest import GOLDEN
 
 import pycaffe_lite as caffe
@@ -116,29 +117,38 @@ def parse_log(lines):
     return out
 
 
-def assert_losses(ours, golden, start=0, chaos=None):
-    """1e-4 relative for the first 10 iterations of the run, 1e-3 after (the case's
-    CHAOS allowance from its iteration on); returns the largest relative deviation."""
+def chaotic(case, quantity, iteration):
+    """``quantity`` at ``iteration``: past the case's CHAOS_FROM iteration it is a
+    quantity of its own (allowance.WIDER)."""
+    start = CHAOS_FROM.get(case)
+    return f"{quantity} from {start}" if start is not None and iteration >= start else quantity
+
+
+def check_losses(case, ours, golden, start=0):
+    """Relative deviation per iteration: "loss 0-9" for the first 10 iterations of the
+    run, "loss 10+" after (each case's allowance, allowance.py)."""
     assert len(ours) == len(golden)
     rel = numpy.abs(ours - golden) / numpy.abs(golden)
-    iters = numpy.arange(start, start + len(ours))
-    tol = numpy.where(iters < 10, 1e-4, 1e-3)
-    if chaos:
-        tol = numpy.where(iters >= chaos["from"], chaos["loss"], tol)
-    bad = numpy.nonzero(rel > tol)[0]
-    assert not len(bad), (f"loss of iteration {start + bad[0]}: {ours[bad[0]]} vs Caffe's "
-                          f"{golden[bad[0]]} (relative {rel[bad[0]]:.3g})")
-    return float(rel.max())
+    worst = {}
+    for k, it in enumerate(range(start, start + len(ours))):
+        quantity = chaotic(case, "loss 0-9" if it < 10 else "loss 10+", it)
+        if rel[k] >= worst.get(quantity, (-1.0,))[0]:
+            worst[quantity] = (rel[k], it)
+    for quantity, (deviation, it) in worst.items():
+        k = it - start
+        within(case, quantity, deviation,
+               f"loss of iteration {it}: {ours[k]} vs Caffe's {golden[k]}")
 
 
-def assert_close_blobs(ours, golden, what, tol=1e-2, slack=0.0):
+def check_blob(case, quantity, ours, golden, what, slack=0.0):
+    """Max difference over the blob's largest value; ``slack`` (absolute) is taken off
+    first (see l1_flip)."""
     ours = numpy.asarray(ours, numpy.float64)
     golden = numpy.asarray(golden, numpy.float64)
     assert ours.shape == golden.shape, f"{what}: shape {ours.shape} vs {golden.shape}"
-    scale = numpy.abs(golden).max()
-    err = numpy.abs(ours - golden).max()
-    allowed = tol * max(scale, 1e-12) + slack
-    assert err <= allowed, f"{what}: max difference {err:.3g}, allowed {allowed:.3g}"
+    scale = max(numpy.abs(golden).max(), 1e-12)
+    err = max(numpy.abs(ours - golden).max() - slack, 0.0)
+    within(case, quantity, err / scale, what)
 
 
 def l1_flip(param):
@@ -155,8 +165,8 @@ def l1_flip(param):
     return 2 * param.base_lr * param.weight_decay
 
 
-def compare_snapshot(ours_prefix, golden_prefix, slack=0.0, history_tol=1e-2):
-    """Our <prefix>.caffemodel / .solverstate against Caffe's."""
+def compare_snapshot(case, ours_prefix, golden_prefix, iteration, slack=0.0):
+    """Our <prefix>.caffemodel / .solverstate (at ``iteration``) against Caffe's."""
     ours = files.read_weights(f"{ours_prefix}.caffemodel")
     golden = files.read_weights(f"{golden_prefix}.caffemodel")
     ours_layers = {layer.name: layer for layer in ours.layer}
@@ -164,19 +174,20 @@ def compare_snapshot(ours_prefix, golden_prefix, slack=0.0, history_tol=1e-2):
     for layer in golden.layer:
         assert len(ours_layers[layer.name].blobs) == len(layer.blobs)
         for k, blob in enumerate(layer.blobs):
-            assert_close_blobs(files.blob_proto_to_array(ours_layers[layer.name].blobs[k]),
-                               files.blob_proto_to_array(blob), f"{layer.name} param {k}")
+            check_blob(case, chaotic(case, "weights", iteration),
+                       files.blob_proto_to_array(ours_layers[layer.name].blobs[k]),
+                       files.blob_proto_to_array(blob), f"{layer.name} param {k}")
     state = files.read_binary_proto(f"{ours_prefix}.solverstate", caffe_pb2.SolverState())
     gold = files.read_binary_proto(f"{golden_prefix}.solverstate", caffe_pb2.SolverState())
     assert (state.iter, state.current_step, state.learned_net) == (
         gold.iter, gold.current_step, gold.learned_net)
     assert len(state.history) == len(gold.history)
-    for k, (a, b) in enumerate(zip(state.history, gold.history) if history_tol else ()):
-        assert_close_blobs(files.blob_proto_to_array(a), files.blob_proto_to_array(b),
-                           f"history {k}", tol=history_tol, slack=slack)
+    for k, (a, b) in enumerate(zip(state.history, gold.history)):
+        check_blob(case, chaotic(case, "history", iteration), files.blob_proto_to_array(a), files.blob_proto_to_array(b),
+                   f"history {k}", slack=slack)
 
 
-def check_run(lines, npz, start, stop, chaos=None):
+def check_run(case, lines, npz, start, stop):
     """lr exact, test outputs, clipping, the final forward loss, against losses.npz."""
     parsed = parse_log(lines)
     golden_lr = dict(zip(npz["iter"].tolist(), npz["lr"].tolist()))
@@ -187,23 +198,25 @@ def check_run(lines, npz, start, stop, chaos=None):
     for it, k in golden_tests.items():
         for name, value in tests[it].items():
             ref = float(npz[f"test/{name}"][k])
-            test_tol = chaos["test"] if chaos and it >= chaos["from"] else 1e-3
-            assert abs(value - ref) <= test_tol * max(1.0, abs(ref)), (
-                f"test output {name} at iteration {it}: {value} vs Caffe's {ref}")
+            within(case, chaotic(case, "test", it), abs(value - ref) / max(1.0, abs(ref)),
+                   f"test output {name} at iteration {it}: {value} vs Caffe's {ref}")
     if "clip_l2norm" in npz.files:
         norms, scales = npz["clip_l2norm"], npz["clip_scale"]
         golden_clipped = {int(i) for i in npz["iter"][~numpy.isnan(norms)]}
         assert set(parsed["clip"]) == golden_clipped
         for it, (norm, scale) in parsed["clip"].items():
-            assert norm == pytest.approx(norms[it], rel=1e-3)
-            assert scale == pytest.approx(scales[it], rel=1e-3)
+            within(case, "clip", max(abs(norm - norms[it]) / abs(norms[it]),
+                                     abs(scale - scales[it]) / abs(scales[it])),
+                   f"clipping at iteration {it}: norm {norm}, scale {scale} vs Caffe's "
+                   f"{norms[it]}, {scales[it]}")
     # The extra forward pass after the last update reads the next batch with the final
     # weights: at the end of the golden run that is `final_forward_loss`; part 1 of the
     # resume case ends epoch-aligned, so its pass equals iteration `stop` of the run.
     final = parsed["loss"][stop][-1]
     last = int(npz["iter"][-1]) + 1
     expected = float(npz["final_forward_loss"]) if stop == last else float(npz["loss"][stop])
-    assert final == pytest.approx(expected, rel=1e-3)
+    within(case, "final loss", abs(final - expected) / abs(expected),
+           f"final forward loss {final} vs Caffe's {expected}")
 
 
 # --- the golden `caffe train` runs -------------------------------------------------
@@ -211,19 +224,17 @@ def check_run(lines, npz, start, stop, chaos=None):
 # Where Caffe's tolerances cannot tell right from wrong.  Training amplifies float
 # rounding: routes through MAX pooling near-ties, ReLUs at 0 and (AdaGrad, AdaDelta)
 # the normalisation of tiny gradients turn 1-ulp differences into whole-update ones.
-# Measured on our own runs: init weights perturbed by 1e-7 relative (about one
-# float32 ulp), and OpenBLAS with 1 thread instead of 2 (it rounds conv2 differently).
-# - adagrad_fixed: runs jump by up to 1.4e-3 in the loss at iterations 37-39 (1 BLAS
-#   thread: 1.35e-3 at 39, vs Caffe).
-# - resume_sgd_multistep: the loss rises from 0.9 to 1.6 over iterations 17-20; from
-#   there on runs differ by up to 1.9e-3 in the loss, one test image (3.9e-3 of the
-#   accuracy; 1 BLAS thread: at iteration 50), and at iteration 60 by 2e-3..5e-3 in the
-#   weights and 4e-2..9e-2 in the momentum history (of each blob's largest value).
-# The allowances are those measurements, rounded up, from the iteration given.
-CHAOS = {
-    "adagrad_fixed": {"from": 37, "loss": 3e-3, "test": 1e-3, "history": 1e-2},
-    RESUME: {"from": 17, "loss": 5e-3, "test": 1e-2, "history": 0.15},
-}
+# Measured on our own runs (init weights perturbed by 1e-7 relative, about one float32
+# ulp) and over the BLAS kernels (tests/blas_spread.md):
+# - adagrad_fixed: runs jump in the loss at iterations 37-39;
+# - resume_sgd_multistep: the loss rises from 0.9 to 1.6 over iterations 17-20, and from
+#   there on runs differ in the loss, a test image, the weights and the momentum history;
+# - sgd_itersize2_clip: from iteration 14 on (one of two 1e-7 perturbations of the init
+#   weights, under the kernel that reproduces Caffe, moves the losses of iterations
+#   14-39 as the Haswell kernel does: 2.3e-4 at 14, 1.6e-2 at 33).
+# From that iteration on, each quantity of the run is one of its own ("loss 10+ from
+# 37"), with the allowance measured for it in allowance.WIDER.
+CHAOS_FROM = {"adagrad_fixed": 37, RESUME: 17, "sgd_itersize2_clip": 14}
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c != RESUME])
@@ -236,32 +247,27 @@ def test_golden_train_case(name, tmp_path, monkeypatch, info_logs):
     golden = npz["loss_f32"] if "loss_f32" in npz.files else npz["loss"]
     lines = messages(info_logs)
     assert solver.iter == meta_max_iter
-    chaotic = "Binary" in (TRAIN / name / "train_val.prototxt").read_text()
-    if chaotic:
+    if "Binary" in (TRAIN / name / "train_val.prototxt").read_text():
         # Binarised weights: a rounding difference flips sign(W) after the first update
         # (the real Caffe with 2 BLAS threads ends at 0.746 accuracy instead of 0.785).
-        assert losses[0] == pytest.approx(golden[0], rel=1e-4)
-        assert losses[1] == pytest.approx(golden[1], rel=1e-3)
+        for it in (0, 1):
+            within(name, f"binary loss {it}", abs(losses[it] - golden[it]) / abs(golden[it]),
+                   f"loss of iteration {it}: {losses[it]} vs Caffe's {golden[it]}")
         parsed = parse_log(lines)
         assert parsed["lr"] == dict(zip(npz["iter"].tolist(), npz["lr"].tolist()))
         for name_, value in parsed["test"][-1][1].items():
-            assert abs(value - npz[f"test/{name_}"][-1]) <= 0.06
+            ref = npz[f"test/{name_}"][-1]
+            within(name, "binary test", abs(value - ref),
+                   f"last test output {name_}: {value} vs Caffe's {ref}")
         assert solver_lines(lines) == caffe_solver_lines(work / "caffe.log")
         return
-    iter_size = solver.param.iter_size
-    chaos = CHAOS.get(name)
-    if iter_size == 1:
-        assert_losses(losses, golden, chaos=chaos)
-    else:
-        # `loss` holds Caffe's 6 printed digits of the mean over the iter_size passes.
-        assert_losses(losses, npz["loss"], chaos=chaos)
-    check_run(lines, npz, 0, meta_max_iter, chaos)
-    compare_snapshot(f"snap_iter_{meta_max_iter}", TRAIN / name / f"snap_iter_{meta_max_iter}",
-                     slack=l1_flip(solver.param),
-                     history_tol=chaos["history"] if chaos else 1e-2)
+    # With iter_size > 1, `loss` holds Caffe's 6 printed digits of the mean over the passes.
+    check_losses(name, losses, golden if solver.param.iter_size == 1 else npz["loss"])
+    check_run(name, lines, npz, 0, meta_max_iter)
+    compare_snapshot(name, f"snap_iter_{meta_max_iter}",
+                     TRAIN / name / f"snap_iter_{meta_max_iter}", meta_max_iter,
+                     slack=l1_flip(solver.param))
     assert solver_lines(lines) == caffe_solver_lines(work / "caffe.log")
-
-
 
 
 def test_golden_resume_equals_straight_run(tmp_path, monkeypatch, info_logs):
@@ -274,22 +280,19 @@ def test_golden_resume_equals_straight_run(tmp_path, monkeypatch, info_logs):
         os.remove(work / f"part2_iter_60{suffix}")
 
     _, part1 = train("solver_part1.prototxt", weights="init.caffemodel")
-    chaos = CHAOS[RESUME]
-    assert_losses(part1, golden[:30], 0, chaos)
+    check_losses(RESUME, part1, golden[:30], 0)
     lines1 = messages(info_logs)
-    check_run(lines1, npz, 0, 30, chaos)
-    compare_snapshot("part1_iter_30", TRAIN / RESUME / "part1_iter_30",
-                     history_tol=chaos["history"])
+    check_run(RESUME, lines1, npz, 0, 30)
+    compare_snapshot(RESUME, "part1_iter_30", TRAIN / RESUME / "part1_iter_30", 30)
     assert solver_lines(lines1) == caffe_solver_lines(work / "caffe_part1.log")
 
     info_logs.clear()
     solver, part2 = train("solver.prototxt", resume="part1_iter_30.solverstate")
     assert solver.iter == 60
-    assert_losses(part2, golden[30:], 30, chaos)
+    check_losses(RESUME, part2, golden[30:], 30)
     lines2 = messages(info_logs)
-    check_run(lines2, npz, 30, 60, chaos)
-    compare_snapshot("part2_iter_60", TRAIN / RESUME / "part2_iter_60",
-                     history_tol=chaos["history"])
+    check_run(RESUME, lines2, npz, 30, 60)
+    compare_snapshot(RESUME, "part2_iter_60", TRAIN / RESUME / "part2_iter_60", 60)
     assert "SGDSolver: restoring history" in lines2
     assert solver_lines(lines2) == caffe_solver_lines(work / "caffe_part2.log")
 
