@@ -548,7 +548,7 @@ def cmd_upgrade(flags, kind, source, target):
     Status 1 when the upgrade met problems (the file is still written, as
     Caffe's tools write it).
     """
-    from .io import upgrade
+    from .tools import upgrade_proto as upgrade
     if kind not in UPGRADE_KINDS:
         raise UsageError(f"upgrade: '{kind}' is not one of {', '.join(UPGRADE_KINDS)}")
     if kind == "solver_text":

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from ..errors import ParseError, WeightsError
 from ..proto import caffe_pb2
+from .upgrade import net_version, upgrade_net, upgrade_solver
 
 # First bytes of files that users mistake for Caffe files.
 _FOREIGN_SIGNATURES = [
@@ -270,20 +271,17 @@ def read_solver_param(path):
 
 def read_net(path):
     """A NetParameter from a text prototxt or a binary caffemodel, upgraded."""
-    from .upgrade import upgrade_net
     net, _ = read_net_param(path, "net")
     return upgrade_net(net, path)
 
 
 def read_solver(path):
     """A SolverParameter from a text prototxt, upgraded."""
-    from .upgrade import upgrade_solver
     return upgrade_solver(read_solver_param(path), path)
 
 
 def read_weights(path):
     """A trained NetParameter (binary caffemodel; text with blobs also accepted), upgraded."""
-    from .upgrade import upgrade_net
     net, encoding = read_net_param(path, "caffemodel")
     if encoding == "text" and not any(layer.blobs for layer in net.layer) and not any(
             layer.blobs or layer.layer.blobs for layer in net.layers):
@@ -309,7 +307,6 @@ def identify(path):
     Anything that is not a Caffe file raises a :class:`ParseError` that says,
     where it can tell, what the file is instead (ONNX, HDF5, a pickle, ...).
     """
-    from .upgrade import net_version
     data = _read_bytes(path, "Caffe")
     if not _looks_binary(data):
         kind, msg = _parse_text_kind(_decode_text(data, path), path, "net")

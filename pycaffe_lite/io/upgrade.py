@@ -28,7 +28,10 @@ them (:func:`pycaffe_lite.io.files.blob_proto_shape`).
 Where Caffe gives up (``LOG(FATAL)``) we raise :class:`ParseError` naming the
 file and the layer.  Where Caffe logs an error and goes on (a V0 field that
 its layer type has no place for), we log the same error, naming the layer,
-and go on; the upgrade tools then exit with status 1, as Caffe's do.
+and go on; the upgrade tools (:mod:`pycaffe_lite.tools.upgrade_proto`) then
+exit with status 1, as Caffe's do.  This module converts messages only;
+:mod:`pycaffe_lite.io.files` reads and writes the files, and imports this
+module, never the reverse.
 """
 import collections
 import logging
@@ -466,7 +469,8 @@ def upgrade_net_as_needed(net, path="<net>", weights=False):
     return Report(steps, problems)
 
 
-def _log_problems(report, path):
+def log_problems(report, path):
+    """Log each of ``report``'s problems as Caffe does, and that it goes on."""
     for problem in report.problems:
         log.error("%s: %s", path, problem)
     if report.problems:
@@ -481,7 +485,7 @@ def upgrade_net(net, path="<net>", weights=False):
     Caffe releases will not support ..."); BatchNorm alone is only noted (INFO).
     """
     report = upgrade_net_as_needed(net, path, weights)
-    _log_problems(report, path)
+    log_problems(report, path)
     steps = [s for s in report.steps if not (s == "V1 layers" and "V0 layers" in report.steps)]
     if steps == ["BatchNorm params"]:
         log.info("%s: upgraded BatchNorm layers that declare deprecated params", path)
@@ -520,70 +524,3 @@ def upgrade_solver(solver, path="<solver>"):
                     "upgrade_solver_proto_text writes it in the current format",
                     path, solver.type)
     return solver
-
-
-# --- the upgrade tools ----------------------------------------------------------------
-
-class UnreadableInput(ParseError):
-    """The file given to an upgrade tool cannot be read as what the tool upgrades
-    (Caffe's tools exit with status 2 then)."""
-
-
-def _read_for_tool(reader, source):
-    try:
-        return reader(source)
-    except ParseError as e:
-        raise UnreadableInput(str(e)) from None
-
-def upgrade_net_file(source, target, binary):
-    """Caffe's ``upgrade_net_proto_text`` (``binary`` False) / ``_binary`` (True).
-
-    Reads ``source``, upgrades it and writes ``target`` (atomically) in the
-    current format, as text or binary like the input.  Returns the
-    :class:`Report`; like Caffe, the file is written even when the report
-    lists problems, and an up-to-date file is copied with an error logged.
-    """
-    from . import files
-    net, encoding = _read_for_tool(files.read_net_param, source)
-    wanted = "binary" if binary else "text"
-    if encoding != wanted:
-        other = "text" if binary else "binary"
-        what = "a text prototxt" if encoding == "text" else "a binary caffemodel"
-        raise UnreadableInput(f"{source}: {what}, not a {wanted} one; use "
-                              f"upgrade_net_proto_{other} (caffe_lite upgrade net_{other})")
-    if not net_needs_upgrade(net):
-        log.error("File already in latest proto format: %s", source)
-        report = Report([], [])
-    else:
-        log.info("Attempting to upgrade input file specified using deprecated formats: %s",
-                 source)
-        report = upgrade_net_as_needed(net, source, weights=binary)
-        _log_problems(report, source)
-        if report.problems:
-            log.error("Encountered error(s) while upgrading prototxt; see details above.")
-        else:
-            log.info("Successfully upgraded %s (%s)", source, ", ".join(report.steps))
-    if binary:
-        files.write_binary_proto(target, net)
-    else:
-        files.write_text_proto(target, net)
-    log.info("Wrote upgraded NetParameter %s proto to %s", wanted, target)
-    return report
-
-
-def upgrade_solver_file(source, target):
-    """Caffe's ``upgrade_solver_proto_text``: returns the :class:`Report`."""
-    from . import files
-    solver = _read_for_tool(files.read_solver_param, source)
-    if not solver_needs_upgrade(solver):
-        log.error("File already in latest proto format: %s", source)
-        report = Report([], [])
-    else:
-        log.info("Attempting to upgrade input file specified using deprecated 'solver_type' "
-                 "field (enum)': %s", source)
-        report = upgrade_solver_as_needed(solver, source)
-        log.info("Successfully upgraded file specified using deprecated 'solver_type' field "
-                 "(enum) to 'type' field (string).")
-    files.write_text_proto(target, solver)
-    log.info("Wrote upgraded SolverParameter text proto to %s", target)
-    return report
