@@ -548,13 +548,13 @@ def cmd_upgrade(flags, kind, source, target):
     Status 1 when the upgrade met problems (the file is still written, as
     Caffe's tools write it).
     """
-    from .tools import upgrade_proto as upgrade
+    from .tools import upgrade_proto
     if kind not in UPGRADE_KINDS:
         raise UsageError(f"upgrade: '{kind}' is not one of {', '.join(UPGRADE_KINDS)}")
     if kind == "solver_text":
-        report = upgrade.upgrade_solver_file(source, target)
+        report = upgrade_proto.upgrade_solver_file(source, target)
     else:
-        report = upgrade.upgrade_net_file(source, target, binary=kind == "net_binary")
+        report = upgrade_proto.upgrade_net_file(source, target, binary=kind == "net_binary")
     return 1 if report.problems else 0
 
 
