@@ -19,6 +19,7 @@ from ..io import files
 from ..layer import TEST, TRAIN
 from ..log import caffe_float
 from ..proto import caffe_pb2
+from ..registry import Registry
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -32,30 +33,10 @@ class SolverAction:
     SNAPSHOT = 2
 
 
-_SOLVERS = {}
-
-
-def register_solver(type_name):
-    """Class decorator: the solver for ``type: "<type_name>"``."""
-    def wrap(cls):
-        if type_name in _SOLVERS and _SOLVERS[type_name] is not cls:
-            raise RuntimeError(f"solver type {type_name!r} registered twice")
-        _SOLVERS[type_name] = cls
-        cls.type = type_name
-        return cls
-    return wrap
-
-
-def solver_type_list():
-    return sorted(_SOLVERS)
-
-
-def solver_class(type_name):
-    try:
-        return _SOLVERS[type_name]
-    except KeyError:
-        raise CaffeError(f"unknown solver type '{type_name}'; known types: "
-                         f"{', '.join(solver_type_list())}") from None
+SOLVERS = Registry("solver", CaffeError)
+register_solver = SOLVERS.register      # @register_solver("SGD"): the solver for type "SGD"
+solver_type_list = SOLVERS.type_list
+solver_class = SOLVERS.lookup
 
 
 def read_solver(path_or_param):
