@@ -67,7 +67,7 @@ def test_end_to_end(kind, name, monkeypatch):
         assert_backward_end_to_end(case, "diff", blob, net.blobs[blob].diff, f"diff '{blob}'")
     for key in case.keys("param_diff"):
         layer, i = key.rsplit("/", 1)
-        tops = net.layer_tops[net.layer_names.index(layer)]
+        tops = net.records[net.layer_names.index(layer)].tops
         assert_backward_end_to_end(case, "param_diff", key, net.params[layer][int(i)].diff,
                                    f"param diff {key}", [case.get("diff", t) for t in tops])
     for key in case.keys("param"):
@@ -78,8 +78,8 @@ def test_end_to_end(kind, name, monkeypatch):
 
 def _golden_io(case, net):
     """Per layer: the golden arrays it reads and writes (golden README's rules)."""
-    in_place = [set(b for b, t in zip(bn, tn) if b == t)
-                for bn, tn in zip(net.layer_bottoms, net.layer_tops)]
+    in_place = [set(b for b, t in zip(r.bottoms, r.tops) if b == t)
+                for r in net.records]
 
     def next_in_place(i, x):
         for m in range(i + 1, len(net.layers)):
@@ -96,7 +96,7 @@ def _golden_io(case, net):
     for i, layer in enumerate(net.layers):
         name = net.layer_names[i]
         bottom_data, top_data, top_diff, bottom_diff = [], [], [], []
-        for x in net.layer_bottoms[i]:
+        for x in net.records[i].bottoms:
             after = next_in_place(i, x)
             if x in in_place[i]:
                 bottom_data.append(case.get("inplace_in", name))
@@ -107,7 +107,7 @@ def _golden_io(case, net):
             before = prev_in_place(i, x)
             bottom_diff.append(case.get("inplace_top_diff", before) if before
                                else case.get("diff", x))
-        for x in net.layer_tops[i]:
+        for x in net.records[i].tops:
             after = next_in_place(i, x)
             top_data.append(case.get("inplace_in", after) if after else case.get("blob", x))
             top_diff.append(case.get("inplace_top_diff", name) if x in in_place[i]
@@ -125,33 +125,33 @@ def test_layer_by_layer(kind, name, monkeypatch):
             continue
         blobs = {}
         bottom = []
-        for x, data in zip(net.layer_bottoms[i], bottom_data):
+        for x, data in zip(net.records[i].bottoms, bottom_data):
             blob = blobs.setdefault(x, Blob(data.shape))
             blob.data[...] = data
             bottom.append(blob)
-        top = [blobs.setdefault(x, Blob()) for x in net.layer_tops[i]]
+        top = [blobs.setdefault(x, Blob()) for x in net.records[i].tops]
         if case.meta["phase"] == "TRAIN" and layer.type == "BatchNorm":
             # batch-statistics mode updates the stored statistics: start from the file's
             for k, blob in enumerate(layer.blobs):
                 blob.data[...] = net_weights(case)[lname][k]
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
-        for x, blob, want in zip(net.layer_tops[i], top, top_data):
+        for x, blob, want in zip(net.records[i].tops, top, top_data):
             assert_forward(case, x, blob.data, want, f"layer '{lname}' top '{x}'")
-        if not case.meta["backward"] or not net.layer_need_backward[i]:
+        if not case.meta["backward"] or not net.records[i].need_backward:
             continue
         for blob, diff in zip(top, top_diff):
             blob.diff[...] = diff
         for p in layer.blobs:
             p.diff[...] = 0
-        layer.backward(top, net.bottom_need_backward[i], bottom)
-        for x, blob, need, want in zip(net.layer_bottoms[i], bottom, net.bottom_need_backward[i],
-                                       bottom_diff):
+        layer.backward(top, net.records[i].bottom_need_backward, bottom)
+        for x, blob, need, want in zip(net.records[i].bottoms, bottom,
+                                       net.records[i].bottom_need_backward, bottom_diff):
             if need:
                 assert_close(blob.diff, want, BWD, f"layer '{lname}' bottom diff '{x}'")
         for k, p in enumerate(layer.blobs):
             want = case.get("param_diff", f"{lname}/{k}")
-            if want is not None and k not in net._frozen_params[i]:
+            if want is not None and not net.param_frozen(i, k):
                 assert_param_diff_close(p.diff, want, BWD, f"layer '{lname}' param diff {k}",
                                         top_diff)
 
