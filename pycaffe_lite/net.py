@@ -112,6 +112,19 @@ def insert_splits(net_param):
     return out
 
 
+def check_param_shapes(shapes, blobs, count_error, shape_error, fits=None):
+    """Raise unless ``shapes`` holds one shape per param blob and each fits its blob.
+
+    ``fits(k, shape, blob)`` decides (default: the same shape); the exception
+    raised is ``count_error()`` or ``shape_error(k, shape, blob)``.
+    """
+    if len(shapes) != len(blobs):
+        raise count_error()
+    for k, (shape, blob) in enumerate(zip(shapes, blobs)):
+        if not (fits(k, shape, blob) if fits else shape == blob.shape):
+            raise shape_error(k, shape, blob)
+
+
 @dataclasses.dataclass
 class LayerRecord:
     """One layer of a built net and its wiring.
@@ -428,20 +441,19 @@ class Net:
                 continue
             if not lp.blobs:
                 continue
-            if len(lp.blobs) != len(layer.blobs):
-                raise WeightsError(f"{source}: layer '{lp.name}' holds {len(lp.blobs)} "
-                                   f"param blob(s), the net's layer (type {layer.type}) has "
-                                   f"{len(layer.blobs)}")
-            for k, (proto, blob) in enumerate(zip(lp.blobs, layer.blobs)):
-                shape = files.blob_proto_shape(proto)
-                same = shape == blob.shape
-                if not same and files.has_legacy_shape(proto):
-                    same = files.legacy_shape(blob.shape) == shape
-                if not same:
-                    raise WeightsError(
-                        f"{source}: cannot copy param {k} of layer '{lp.name}': shape "
-                        f"mismatch; the weights file has {shape}, the net defines "
-                        f"{blob.shape} (check num_output / kernel sizes in the prototxt)")
+            check_param_shapes(
+                [files.blob_proto_shape(proto) for proto in lp.blobs], layer.blobs,
+                lambda: WeightsError(
+                    f"{source}: layer '{lp.name}' holds {len(lp.blobs)} param blob(s), the "
+                    f"net's layer (type {layer.type}) has {len(layer.blobs)}"),
+                lambda k, shape, blob: WeightsError(
+                    f"{source}: cannot copy param {k} of layer '{lp.name}': shape mismatch; "
+                    f"the weights file has {shape}, the net defines {blob.shape} (check "
+                    "num_output / kernel sizes in the prototxt)"),
+                fits=lambda k, shape, blob: shape == blob.shape or (
+                    files.has_legacy_shape(lp.blobs[k])
+                    and files.legacy_shape(blob.shape) == shape))
+            for proto, blob in zip(lp.blobs, layer.blobs):
                 values = files.blob_proto_to_array(proto, dtype=blob.dtype)
                 blob.data[...] = self.xp.asarray(values.reshape(blob.shape))
 

@@ -18,6 +18,7 @@ from ..errors import CaffeError
 from ..io import files
 from ..layer import TEST, TRAIN
 from ..log import caffe_float
+from ..net import check_param_shapes
 from ..proto import caffe_pb2
 from ..registry import Registry
 
@@ -116,15 +117,15 @@ def share_trained_layers(target, source):
         name, layer, other = record.name, record.layer, targets.get(record.name)
         if other is None:
             continue
-        if len(other.blobs) != len(layer.blobs):
-            raise CaffeError(f"cannot share the params of layer '{name}': "
-                             f"{len(layer.blobs)} blobs in the train net, "
-                             f"{len(other.blobs)} in the test net")
-        for j, (mine, theirs) in enumerate(zip(other.blobs, layer.blobs)):
-            if mine.shape != theirs.shape:
-                raise CaffeError(f"Cannot share param {j} weights from layer '{name}'; "
-                                 f"shape mismatch.  Source param shape is {theirs.shape}; "
-                                 f"target param shape is {mine.shape}")
+        check_param_shapes(
+            [blob.shape for blob in layer.blobs], other.blobs,
+            lambda: CaffeError(f"cannot share the params of layer '{name}': "
+                               f"{len(layer.blobs)} blobs in the train net, "
+                               f"{len(other.blobs)} in the test net"),
+            lambda j, shape, blob: CaffeError(
+                f"Cannot share param {j} weights from layer '{name}'; shape mismatch.  "
+                f"Source param shape is {shape}; target param shape is {blob.shape}"))
+        for mine, theirs in zip(other.blobs, layer.blobs):
             mine.share_data(theirs)
 
 
