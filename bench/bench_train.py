@@ -62,7 +62,7 @@ def make_solver(prototxt, batch, seed=1):
                                                                      numpy.float32)
     # Labels (constant 0 from the synthesizer) spread over the classes instead.
     label = solver.net.blobs["label"]
-    classes = solver.net.blobs[solver.net.layer_bottoms[-1][0]].shape[1]
+    classes = solver.net.blobs[solver.net.records[-1].bottoms[0]].shape[1]
     label.data[...] = numpy.arange(label.count).reshape(label.shape) % classes
     return solver
 
@@ -70,15 +70,15 @@ def make_solver(prototxt, batch, seed=1):
 def training_flops(net):
     """[(layer name, type, forward FLOPs, backward FLOPs)] for Conv / IP layers."""
     out = []
-    index = {name: i for i, name in enumerate(net.layer_names)}
+    records = {record.name: record for record in net.records}
     for name, kind, flops in common.layer_flops(net):
-        i = index[name]
-        layer = net.layers[i]
+        record = records[name]
+        layer = record.layer
         backward = 0
-        if net.layer_need_backward[i]:
+        if record.need_backward:
             if layer.param_propagate_down and layer.param_propagate_down[0]:
                 backward += flops                               # weight gradient
-            if net.bottom_need_backward[i] and net.bottom_need_backward[i][0]:
+            if record.bottom_need_backward and record.bottom_need_backward[0]:
                 backward += flops                               # bottom gradient
         out.append((name, kind, flops, backward))
     return out

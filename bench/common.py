@@ -199,8 +199,8 @@ def layer_flops(net):
     """
     import numpy
     out = []
-    for name, layer, bottoms, tops in zip(net.layer_names, net.layers, net.bottom_vecs,
-                                          net.top_vecs):
+    for record in net.records:
+        layer, bottoms, tops = record.layer, record.bottom_blobs, record.top_blobs
         kind = layer.type.replace("Binary", "")
         if kind not in ("Convolution", "Deconvolution", "InnerProduct") or not layer.blobs:
             continue
@@ -212,16 +212,16 @@ def layer_flops(net):
             macs = sum(t.count for t in tops) * int(numpy.prod(weight[1:]))
         else:
             macs = sum(b.count for b in bottoms) * int(numpy.prod(weight[1:]))
-        out.append((name, layer.type, 2 * macs))
+        out.append((record.name, layer.type, 2 * macs))
     return out
 
 
 def opencv_names(net, blobs):
     """OpenCV's names for our blobs: the last layer writing each (in-place layers included)."""
     writer = {}
-    for name, tops in zip(net.layer_names, net.layer_tops):
-        for top in tops:
-            writer[top] = name
+    for record in net.records:
+        for top in record.tops:
+            writer[top] = record.name
     return [writer[b] for b in blobs]
 
 

@@ -122,7 +122,7 @@ def _check_label_count(layer, bottom, outer, inner, axis):
 
 
 @register("Accuracy", "ACCURACY")
-class Accuracy(_LabelMixin, Layer):
+class AccuracyLayer(_LabelMixin, Layer):
     """Top-k classification accuracy (no gradient).
 
     bottom[0] scores, class axis ``axis`` with K classes: (outer, K, inner);
@@ -190,7 +190,7 @@ class Accuracy(_LabelMixin, Layer):
 
 
 @register("ContrastiveLoss", "CONTRASTIVE_LOSS")
-class ContrastiveLoss(_LabelMixin, LossLayer):
+class ContrastiveLossLayer(_LabelMixin, LossLayer):
     """Contrastive loss of feature pairs (Hadsell et al. 2006).
 
     bottom[0] a, bottom[1] b: (N, C[, 1, 1]); bottom[2] sim: N values, a pair is
@@ -259,7 +259,7 @@ class ContrastiveLoss(_LabelMixin, LossLayer):
 
 
 @register("EuclideanLoss", "EUCLIDEAN_LOSS")
-class EuclideanLoss(LossLayer):
+class EuclideanLossLayer(LossLayer):
     """E = 1/(2N) sum_n ||a_n - b_n||^2.
 
     bottom[0] a, bottom[1] b: same count per item, N = first axis.
@@ -290,7 +290,7 @@ class EuclideanLoss(LossLayer):
 
 
 @register("HingeLoss", "HINGE_LOSS")
-class HingeLoss(_OneLabelPerItem, _LabelMixin, LossLayer):
+class HingeLossLayer(_OneLabelPerItem, _LabelMixin, LossLayer):
     """One-vs-all hinge loss.
 
     bottom[0] x: (N, D...) scores, K = count/N classes; bottom[1]: N labels.
@@ -334,7 +334,7 @@ class HingeLoss(_OneLabelPerItem, _LabelMixin, LossLayer):
 
 
 @register("InfogainLoss", "INFOGAIN_LOSS")
-class InfogainLoss(_LabelMixin, LossLayer):
+class InfogainLossLayer(_LabelMixin, LossLayer):
     """Infogain loss on probabilities (the HWGQ fork's form: no internal softmax).
 
     bottom[0] p: probabilities, class axis ``infogain_loss_param.axis`` with K
@@ -410,7 +410,7 @@ class InfogainLoss(_LabelMixin, LossLayer):
 
 
 @register("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS")
-class MultinomialLogisticLoss(_OneLabelPerItem, _LabelMixin, LossLayer):
+class MultinomialLogisticLossLayer(_OneLabelPerItem, _LabelMixin, LossLayer):
     """E = -1/N sum_n log(max(p_{n, l_n}, 1e-20)) on probabilities.
 
     bottom[0] p: (N, K...) with K = count/N; bottom[1]: N labels in [0, K).
@@ -440,7 +440,7 @@ class MultinomialLogisticLoss(_OneLabelPerItem, _LabelMixin, LossLayer):
 
 
 @register("SigmoidCrossEntropyLoss", "SIGMOID_CROSS_ENTROPY_LOSS")
-class SigmoidCrossEntropyLoss(_LabelMixin, LossLayer):
+class SigmoidCrossEntropyLossLayer(_LabelMixin, LossLayer):
     """Cross-entropy of sigmoid(x) against targets t in [0, 1].
 
     bottom[0] x and bottom[1] t: same count, N = first axis.  Per element
@@ -489,7 +489,7 @@ class SigmoidCrossEntropyLoss(_LabelMixin, LossLayer):
 
 
 @register("SoftmaxWithLoss", "SOFTMAX_LOSS")
-class SoftmaxWithLoss(_LabelMixin, LossLayer):
+class SoftmaxWithLossLayer(_LabelMixin, LossLayer):
     """Softmax over ``softmax_param.axis`` followed by the multinomial logistic loss.
 
     bottom[0] x: (outer, K, inner) around the axis; bottom[1]: outer*inner

@@ -118,7 +118,7 @@ def _broadcast_dims(layer, bottom0, operand_shape, axis, what):
 
 
 @register("Softmax", "SOFTMAX")
-class Softmax(NeuronLayer):
+class SoftmaxLayer(NeuronLayer):
     """Softmax along ``softmax_param.axis`` (default 1).
 
     Forward: ``y_i = exp(x_i - max_j x_j) / sum_j exp(x_j - max_j x_j)`` over the axis.
@@ -147,7 +147,7 @@ class Softmax(NeuronLayer):
 
 
 @register("BatchNorm")
-class BatchNorm(NeuronLayer):
+class BatchNormLayer(NeuronLayer):
     """Batch normalisation without learned scale/shift (Caffe's BatchNorm).
 
     Blobs: ``[mean_sum (C,), var_sum (C,), s (1,)]``; the global statistics
@@ -244,7 +244,7 @@ class BatchNorm(NeuronLayer):
 
 
 @register("MVN")
-class MVN(NeuronLayer):
+class MVNLayer(NeuronLayer):
     """Mean-variance normalisation (Caffe's MVN).
 
     Statistics per (n, c) over the spatial axes, or per n over (C, H, W) with
@@ -299,7 +299,7 @@ class MVN(NeuronLayer):
 
 
 @register("LRN")
-class LRN(NeuronLayer):
+class LRNLayer(NeuronLayer):
     """Local response normalisation (Caffe's LRN), bottom/top (N, C, H, W).
 
     ACROSS_CHANNELS: ``scale = k + alpha/n * sum_{c' in window(c)} x_{c'}^2`` over
@@ -409,7 +409,7 @@ def _bias_grad(dy, outer, dim, inner):
 
 
 @register("Bias")
-class Bias(Layer):
+class BiasLayer(Layer):
     """``y = x + b``, ``b`` broadcast over bottom[0] from ``bias_param.axis``.
 
     ``b`` is bottom[1] when given (its shape must equal bottom[0]'s dims
@@ -456,7 +456,7 @@ class Bias(Layer):
 
 
 @register("Scale")
-class Scale(Layer):
+class ScaleLayer(Layer):
     """``y = x * a (+ b)``, ``a`` broadcast over bottom[0] from ``scale_param.axis``.
 
     ``a`` is bottom[1] when given (shape = bottom[0]'s dims [axis, axis + a.ndim)),

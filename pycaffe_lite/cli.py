@@ -454,16 +454,16 @@ def cmd_device_query(flags):
 
 # --- time ------------------------------------------------------------------------------
 
-def _run_backward(layer, top, need, bottom):
+def _run_backward(record):
     """A layer's backward as Caffe's ``time`` calls it, for every layer.
 
     A layer without a backward (data layers) may raise NotImplementedError; with
     nothing asked of it, that is what Caffe's empty Backward does.
     """
     try:
-        layer.backward(top, need, bottom)
+        record.layer.backward(record.top_blobs, record.bottom_need_backward, record.bottom_blobs)
     except NotImplementedError:
-        if any(need):
+        if any(record.bottom_need_backward):
             raise
 
 
@@ -491,10 +491,9 @@ def cmd_time(flags):
         net.backward_range()
     sync()
 
-    layers, bottoms, tops = net.layers, net.bottom_vecs, net.top_vecs
-    need = net.bottom_need_backward
-    forward_us = [0.0] * len(layers)
-    backward_us = [0.0] * len(layers)
+    records = net.records
+    forward_us = [0.0] * len(records)
+    backward_us = [0.0] * len(records)
     forward_total = backward_total = 0.0
     clock = _time.perf_counter
     log.info("*** Benchmark begins ***")
@@ -504,16 +503,16 @@ def cmd_time(flags):
     with bar:
         for j in range(iterations):
             iter_start = clock()
-            for i, layer in enumerate(layers):
+            for i, record in enumerate(records):
                 start = clock()
-                layer.run_forward(bottoms[i], tops[i])
+                record.layer.run_forward(record.bottom_blobs, record.top_blobs)
                 sync()
                 forward_us[i] += (clock() - start) * 1e6
             forward_total += (clock() - iter_start) * 1e6
             backward_start = clock()
-            for i in reversed(range(len(layers)) if backward else ()):
+            for i in reversed(range(len(records)) if backward else ()):
                 start = clock()
-                _run_backward(layers[i], tops[i], need[i], bottoms[i])
+                _run_backward(records[i])
                 sync()
                 backward_us[i] += (clock() - start) * 1e6
             backward_total += (clock() - backward_start) * 1e6

@@ -11,7 +11,7 @@ TEST default) and optionally by a one-bottom Scale (``axis: 1``,
 with ``mean = blobs[0] / s``, ``var = blobs[1] / s`` (``s = blobs[2][0]``, 0 gives
 zeros), ``std = sqrt(var + eps)``, ``g``/``beta`` the Scale's blobs (1 and 0
 without a Scale or its bias).  A layer without a bias gets one.  The BatchNorm
-and Scale layers then leave the net's execution lists.
+and Scale layers then leave the net (its ``records``).
 
 It is opt-in because it changes what the net exposes:
 
@@ -45,21 +45,21 @@ FOLDABLE = ("Convolution", "InnerProduct")
 
 def _readers(net, name, after):
     """Indices of layers after ``after`` that read blob ``name``."""
-    return [m for m in range(after + 1, len(net.layers)) if name in net.layer_bottoms[m]]
+    return [m for m in range(after + 1, len(net.records)) if name in net.records[m].bottoms]
 
 
 def _last_writer(net, name, before):
     found = None
     for m in range(before):
-        if name in net.layer_tops[m]:
+        if name in net.records[m].tops:
             found = m
     return found
 
 
 def _shared_param_names(net):
     counts = collections.Counter()
-    for layer in net.layers:
-        for spec in layer.param.param:
+    for record in net.records:
+        for spec in record.layer.param.param:
             if spec.name:
                 counts[spec.name] += 1
     return {name for name, count in counts.items() if count > 1}
@@ -67,80 +67,82 @@ def _shared_param_names(net):
 
 def _channel_check(net, p, bn):
     """Why the producer ``p`` cannot be folded with ``bn`` (None: it can)."""
-    layer = net.layers[p]
-    if len(net.layer_bottoms[p]) != 1 or len(net.layer_tops[p]) != 1:
-        return f"'{net.layer_names[p]}' has several bottoms/tops"
-    if net.layer_tops[p][0] in net.layer_bottoms[p]:
-        return f"'{net.layer_names[p]}' runs in place"
+    producer = net.records[p]
+    layer, name = producer.layer, producer.name
+    if len(producer.bottoms) != 1 or len(producer.tops) != 1:
+        return f"'{name}' has several bottoms/tops"
+    if producer.tops[0] in producer.bottoms:
+        return f"'{name}' runs in place"
     if layer.type == "Convolution":
         if layer.channel_axis != 1:
-            return f"'{net.layer_names[p]}' has channel axis {layer.channel_axis}"
+            return f"'{name}' has channel axis {layer.channel_axis}"
     elif layer.axis != 1:
-        return f"'{net.layer_names[p]}' has inner_product_param.axis {layer.axis}"
+        return f"'{name}' has inner_product_param.axis {layer.axis}"
     if bn.channels != layer.num_output:
-        return (f"BatchNorm has {bn.channels} channels, '{net.layer_names[p]}' "
-                f"{layer.num_output} outputs")
+        return f"BatchNorm has {bn.channels} channels, '{name}' {layer.num_output} outputs"
     return None
 
 
 def _find_chain(net, j, shared):
     """``(chain layer indices, None)`` for the BatchNorm at ``j``, or ``(None, reason)``."""
-    bn = net.layers[j]
+    records = net.records
+    bn = records[j].layer
     if not bn.use_global_stats:
         return None, "it computes batch statistics (use_global_stats false)"
-    if len(net.layer_bottoms[j]) != 1:
+    if len(records[j].bottoms) != 1:
         return None, "it has several bottoms"
-    p = _last_writer(net, net.layer_bottoms[j][0], j)
+    p = _last_writer(net, records[j].bottoms[0], j)
     if p is None:
         return None, "its bottom is a net input"
-    if net.layers[p].type not in FOLDABLE:
-        kind = net.layers[p].type
+    if records[p].layer.type not in FOLDABLE:
+        kind = records[p].layer.type
         if kind == "Split":
-            return None, (f"its bottom comes from Split '{net.layer_names[p]}' (the producer's "
+            return None, (f"its bottom comes from Split '{records[p].name}' (the producer's "
                           "top has other consumers)")
-        return None, f"its bottom comes from a {kind} layer ('{net.layer_names[p]}')"
+        return None, f"its bottom comes from a {kind} layer ('{records[p].name}')"
     reason = _channel_check(net, p, bn)
     if reason:
         return None, reason
     chain = [p, j]
-    readers = _readers(net, net.layer_tops[j][0], j)
-    if readers and net.layers[readers[0]].type == "Scale":
+    readers = _readers(net, records[j].tops[0], j)
+    if readers and records[readers[0]].layer.type == "Scale":
         k = readers[0]
-        scale = net.layers[k]
+        scale = records[k].layer
         sp = scale.param.scale_param
-        ndim = net.top_vecs[j][0].num_axes
-        if len(net.layer_bottoms[k]) != 1:
-            return None, f"the Scale '{net.layer_names[k]}' after it has two bottoms"
-        if net.layer_bottoms[k][0] != net.layer_tops[j][0]:
-            return None, f"the Scale '{net.layer_names[k]}' reads it as a second bottom"
+        ndim = records[j].top_blobs[0].num_axes
+        if len(records[k].bottoms) != 1:
+            return None, f"the Scale '{records[k].name}' after it has two bottoms"
+        if records[k].bottoms[0] != records[j].tops[0]:
+            return None, f"the Scale '{records[k].name}' reads it as a second bottom"
         if sp.axis not in (1, 1 - ndim) or sp.num_axes != 1 or \
                 tuple(scale.blobs[0].shape) != (bn.channels,):
-            return None, (f"the Scale '{net.layer_names[k]}' after it is not per channel "
+            return None, (f"the Scale '{records[k].name}' after it is not per channel "
                           "(axis 1, num_axes 1)")
         chain.append(k)
     # Every other reader of a chain blob must read the chain's final value.
-    final = net.layer_tops[chain[-1]][0]
+    final = records[chain[-1]].tops[0]
     for c in chain:
-        for blob in net.layer_tops[c]:
+        for blob in records[c].tops:
             for m in _readers(net, blob, p):
                 if m in chain:
                     continue
                 if m < chain[-1] or blob != final:
-                    return None, (f"layer '{net.layer_names[m]}' reads the intermediate blob "
+                    return None, (f"layer '{records[m].name}' reads the intermediate blob "
                                   f"'{blob}'")
             if blob != final and blob in net.output_names:
                 return None, f"the intermediate blob '{blob}' is a net output"
     for c in chain:
-        for spec in net.layers[c].param.param:
+        for spec in records[c].layer.param.param:
             if spec.name in shared:
-                return None, f"layer '{net.layer_names[c]}' shares param '{spec.name}'"
+                return None, f"layer '{records[c].name}' shares param '{spec.name}'"
     return chain, None
 
 
 def _fold(net, chain):
     """Fold the BatchNorm (and Scale) of ``chain`` into its first layer's params."""
-    layer, bn = net.layers[chain[0]], net.layers[chain[1]]
-    scale = net.layers[chain[2]] if len(chain) > 2 else None
+    records = [net.records[c] for c in chain]
+    layer, bn = records[0].layer, records[1].layer
+    scale = records[2].layer if len(records) > 2 else None
     stats = [to_numpy(blob.data).astype(numpy.float64) for blob in bn.blobs]
     s = stats[2].reshape(-1)[0]
     factor = 0.0 if s == 0 else 1.0 / s
@@ -163,49 +165,23 @@ def _fold(net, chain):
         b = to_numpy(layer.blobs[1].data).astype(numpy.float64)
     else:
         b = numpy.zeros_like(f)
-        layer.blobs.append(layer.make_blob((layer.num_output,)))
+        net.add_param(chain[0], layer.make_blob((layer.num_output,)))
+        net.freeze_param(chain[0], 1)       # the folded net is inference-only
         layer.bias_term = True
         field = "convolution_param" if layer.type == "Convolution" else "inner_product_param"
         getattr(layer.param, field).bias_term = True
-        net.learnable_params.append(layer.blobs[1])
-        net.param_specs.append((1.0, 1.0))
-        net._frozen_params[chain[0]].append(1)
-        layer.param_propagate_down = list(layer.param_propagate_down) + [False]
     b = (b - mean) * f + beta
     xp = get_array_module(weight.data)
     weight.data[...] = xp.asarray(w.astype(weight.dtype))
     layer.blobs[1].data[...] = xp.asarray(b.astype(layer.blobs[1].dtype))
     # The folded layer now writes the chain's final blob; older names alias it.
-    p = chain[0]
-    final = net.layer_tops[chain[-1]][0]
-    final_blob = net.top_vecs[chain[-1]][0]
-    for c in chain:
-        for blob in net.layer_tops[c]:
+    final, final_blob = records[-1].tops[0], records[-1].top_blobs[0]
+    for record in records:
+        for blob in record.tops:
             net.blobs[blob] = final_blob
-    net.layer_tops[p] = [final]
-    net.top_vecs[p] = [final_blob]
+    records[0].tops = [final]
+    records[0].top_blobs = [final_blob]
     layer.param.top[0] = final
-
-
-def _remove_layers(net, removed):
-    removed = sorted(set(removed))
-    gone = set(removed)
-    dropped = {id(blob) for i in removed for blob in net.layers[i].blobs}
-    keep = [i for i in range(len(net.layers)) if i not in gone]
-    for attr in ("layers", "layer_names", "bottom_vecs", "top_vecs", "layer_bottoms",
-                 "layer_tops", "bottom_need_backward", "layer_need_backward",
-                 "_frozen_params"):
-        values = getattr(net, attr)
-        setattr(net, attr, [values[i] for i in keep])
-    pairs = [(blob, spec) for blob, spec in zip(net.learnable_params, net.param_specs)
-             if id(blob) not in dropped]
-    net.learnable_params = [blob for blob, _ in pairs]
-    net.param_specs = [spec for _, spec in pairs]
-    net.param_owner = {name: (keep.index(li), pi) for name, (li, pi) in net.param_owner.items()
-                       if li in keep}
-    net.layer_dict = collections.OrderedDict(zip(net.layer_names, net.layers))
-    net.params = collections.OrderedDict(
-        (name, layer.blobs) for name, layer in zip(net.layer_names, net.layers) if layer.blobs)
 
 
 def fold_batchnorm(net):
@@ -217,22 +193,21 @@ def fold_batchnorm(net):
     """
     shared = _shared_param_names(net)
     folded, removed = [], []
-    for j, layer in enumerate(net.layers):
-        if layer.type != "BatchNorm":
+    for j, record in enumerate(net.records):
+        if record.layer.type != "BatchNorm":
             continue
         chain, reason = _find_chain(net, j, shared)
         if chain is None:
-            log.info("fold_batchnorm: not folding BatchNorm '%s': %s", net.layer_names[j],
-                     reason)
+            log.info("fold_batchnorm: not folding BatchNorm '%s': %s", record.name, reason)
             continue
-        names = [net.layer_names[c] for c in chain]
+        names = [net.records[c].name for c in chain]
         _fold(net, chain)
         removed.extend(chain[1:])
         folded.append((names[0], names[1], names[2] if len(names) > 2 else None))
         log.info("fold_batchnorm: folded %s into '%s'",
                  " + ".join(f"'{n}'" for n in names[1:]), names[0])
     if folded:
-        _remove_layers(net, removed)
+        net.remove_layers(removed)
         net.inference_only = ("BatchNorm was folded into its convolutions (fold_batchnorm); "
                               "build a fresh Net to train or compute gradients")
     log.info("fold_batchnorm: folded %d BatchNorm layer(s), %d layers left", len(folded),

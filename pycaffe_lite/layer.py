@@ -18,46 +18,18 @@ import numpy
 
 from .blob import Blob
 from .errors import LayerError, NetError
+from .registry import Registry
 
 TRAIN, TEST = 0, 1
-
-_REGISTRY = {}
-
-
-def register(type_name, *aliases):
-    """Class decorator: make a layer available under its Caffe type string.
-
-    ``aliases`` are other spellings that name the same layer (e.g. the V1 enum
-    name ``"RELU"``).
-    """
-    def wrap(cls):
-        for name in (type_name,) + aliases:
-            if name in _REGISTRY and _REGISTRY[name] is not cls:
-                raise RuntimeError(f"layer type {name!r} registered twice")
-            _REGISTRY[name] = cls
-        cls.type = type_name
-        return cls
-    return wrap
-
 
 def _load_builtin_layers():
     from . import layers  # noqa: F401  (importing registers every layer)
 
 
-def layer_type_list():
-    """Every registered type string, sorted (pycaffe's ``layer_type_list``)."""
-    _load_builtin_layers()
-    return sorted(name for name, cls in _REGISTRY.items() if cls.type == name)
-
-
-def layer_class(type_name):
-    _load_builtin_layers()
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        raise NetError(
-            f"unknown layer type {type_name!r}; known types: {', '.join(layer_type_list())}"
-        ) from None
+LAYERS = Registry("layer", NetError, load=_load_builtin_layers)
+register = LAYERS.register              # @register("ReLU", "RELU"): type string, V1 alias
+layer_type_list = LAYERS.type_list      # pycaffe's layer_type_list
+layer_class = LAYERS.lookup
 
 
 def create_layer(param, phase=TRAIN, xp=numpy, dtype=numpy.float32):

@@ -3,17 +3,20 @@
 Construction follows Caffe's ``Net::Init``: filter the layers by the NetState
 (phase, level, stages), insert Split layers where a blob feeds several layers,
 create each layer and its top blobs, share parameters named alike, and work
-out which layers and bottoms need a backward pass.
+out which layers and bottoms need a backward pass.  Each layer ends up in one
+:class:`LayerRecord`: its blobs by name and by object and its backward flags.
 """
 import collections
+import dataclasses
 import logging
 
 import numpy
 
+from .backend import to_numpy
 from .blob import Blob
 from .errors import NetError, WeightsError
 from .io import files
-from .layer import TRAIN, create_layer
+from .layer import TRAIN, Layer, create_layer
 from .proto import caffe_pb2
 
 log = logging.getLogger("pycaffe_lite")
@@ -109,11 +112,52 @@ def insert_splits(net_param):
     return out
 
 
+def check_param_shapes(shapes, blobs, count_error, shape_error, fits=None):
+    """Raise unless ``shapes`` holds one shape per param blob and each fits its blob.
+
+    ``fits(k, shape, blob)`` decides (default: the same shape); the exception
+    raised is ``count_error()`` or ``shape_error(k, shape, blob)``.
+    """
+    if len(shapes) != len(blobs):
+        raise count_error()
+    for k, (shape, blob) in enumerate(zip(shapes, blobs)):
+        if not (fits(k, shape, blob) if fits else shape == blob.shape):
+            raise shape_error(k, shape, blob)
+
+
+@dataclasses.dataclass
+class LayerRecord:
+    """One layer of a built net and its wiring.
+
+    ``bottoms``/``tops`` are blob names, ``bottom_blobs``/``top_blobs`` the Blobs
+    the layer runs on (an unnamed automatic top is in ``top_blobs`` only).
+    ``need_backward``: the layer runs backward; ``bottom_need_backward[j]``: it
+    fills bottom j's diff; ``frozen_params``: indices of the params whose diff
+    backward leaves as it was (``lr_mult: 0``).
+    """
+    name: str
+    layer: Layer
+    bottoms: list
+    tops: list
+    bottom_blobs: list
+    top_blobs: list
+    need_backward: bool = False
+    bottom_need_backward: list = dataclasses.field(default_factory=list)
+    frozen_params: list = dataclasses.field(default_factory=list)
+
+    def set_param_propagate_down(self):
+        """Tell the layer which param gradients are wanted: those not frozen."""
+        self.layer.param_propagate_down = [
+            k not in self.frozen_params for k in range(len(self.layer.blobs))]
+
+
 class Net:
     """A Caffe net: ``layers``, ``blobs`` and ``params`` by name, forward/backward.
 
     ``net_param``: a NetParameter or the path of a prototxt.  ``phase``: TRAIN
     or TEST.  ``xp``/``dtype`` choose where and how blobs are stored.
+    ``records`` holds one :class:`LayerRecord` per layer, in execution order;
+    ``layers``, ``layer_names``, ``layer_dict`` and ``params`` are views of it.
     """
 
     def __init__(self, net_param, phase=TRAIN, level=0, stages=(), weights=None,
@@ -139,16 +183,12 @@ class Net:
 
     # --- construction ------------------------------------------------------------
     def _build(self):
-        self.layers, self.layer_names = [], []
+        self.records = []
         self.blobs = collections.OrderedDict()
-        self.bottom_vecs, self.top_vecs = [], []
-        self.layer_bottoms, self.layer_tops = [], []
-        self.bottom_need_backward, self.layer_need_backward = [], []
         self.input_names = []
         self.learnable_params = []      # owner blobs, in net order
         self.param_specs = []           # (lr_mult, decay_mult) per learnable param
         self.param_owner = {}           # shared param name -> (layer index, param index)
-        self._frozen_params = []        # per layer: param indices whose diff is not computed
         blob_need_backward = {}
         available = collections.OrderedDict()
         for i, lp in enumerate(self.param.layer):
@@ -190,72 +230,52 @@ class Net:
                 tops += [Blob((), xp=self.xp, dtype=self.dtype)
                          for _ in range(needed - len(tops))]
             layer.set_up(bottoms, tops)
-            layer_need = any(blob_need_backward[name] for name in lp.bottom)
-            frozen = []
-            for k, blob in enumerate(layer.blobs):
-                spec = lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec()
-                learn = self._append_param(i, k, blob, spec, lp)
-                layer_need |= learn
-                if not learn:
-                    frozen.append(k)
+            record = LayerRecord(lp.name, layer, list(lp.bottom), list(lp.top), bottoms, tops,
+                                 bottom_need_backward=need)
+            self.records.append(record)
+            for k in range(len(layer.blobs)):
+                self._add_param(i, k, lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec())
             if len(lp.param) > len(layer.blobs):
                 raise NetError(f"layer '{lp.name}' (type {lp.type}): {len(lp.param)} param "
                                f"specs given, but the layer has {len(layer.blobs)} param blobs")
+            learns = len(record.frozen_params) < len(layer.blobs)
+            layer_need = learns or any(blob_need_backward[name] for name in lp.bottom)
+            record.need_backward = layer_need
             for name in lp.top:
                 blob_need_backward[name] = blob_need_backward.get(name, False) or layer_need
-            self.layers.append(layer)
-            self.layer_names.append(lp.name)
-            self.bottom_vecs.append(bottoms)
-            self.top_vecs.append(tops)
-            self.layer_bottoms.append(list(lp.bottom))
-            self.layer_tops.append(list(lp.top))
-            self.bottom_need_backward.append(need)
-            self.layer_need_backward.append(layer_need)
-            self._frozen_params.append(frozen)
         self.output_names = sorted(available)  # Caffe keeps them in a std::set
-        self._prune_backward(blob_need_backward)
-        self.layer_dict = collections.OrderedDict(zip(self.layer_names, self.layers))
-        self.params = collections.OrderedDict(
-            (name, layer.blobs) for name, layer in zip(self.layer_names, self.layers)
-            if layer.blobs)
+        self._prune_backward()
 
-    @property
-    def blob_loss_weights(self):
-        """Loss weight of every blob (a later in-place layer overrides, as in Caffe)."""
-        weights = collections.OrderedDict((name, 0.0) for name in self.blobs)
-        for layer, tops in zip(self.layers, self.layer_tops):
-            for name, weight in zip(tops, layer.loss_weights):
-                weights[name] = weight
-        return weights
+    def _add_param(self, i, k, spec):
+        """Register param ``k`` of layer ``i``; share it if another layer named it first.
 
-    def _append_param(self, layer_index, param_index, blob, spec, lp):
-        """Register a param blob; share it if another layer named it first.
-
-        Returns True when the net computes its gradient (lr_mult != 0).
+        Its diff is frozen when ``spec.lr_mult`` is 0.
         """
-        lr_mult = spec.lr_mult
+        record = self.records[i]
+        blob = record.layer.blobs[k]
         if spec.name and spec.name in self.param_owner:
             owner_layer, owner_index = self.param_owner[spec.name]
-            owner = self.layers[owner_layer].blobs[owner_index] if owner_layer < len(
-                self.layers) else None
-            if owner is None:
-                raise NetError(f"layer '{lp.name}': param '{spec.name}' is shared within "
+            if owner_layer == i:
+                raise NetError(f"layer '{record.name}': param '{spec.name}' is shared within "
                                "one layer, which Caffe does not allow")
+            owner = self.records[owner_layer].layer.blobs[owner_index]
             strict = spec.share_mode == caffe_pb2.ParamSpec.STRICT
             if (strict and owner.shape != blob.shape) or owner.count != blob.count:
-                raise NetError(f"layer '{lp.name}': cannot share param '{spec.name}': owner "
-                               f"'{self.layer_names[owner_layer]}' has shape {owner.shape}, "
+                raise NetError(f"layer '{record.name}': cannot share param '{spec.name}': owner "
+                               f"'{self.records[owner_layer].name}' has shape {owner.shape}, "
                                f"this layer needs {blob.shape}")
             blob.data = owner.data.reshape(blob.shape)
             blob.diff = owner.diff.reshape(blob.shape)
-            return lr_mult != 0
-        if spec.name:
-            self.param_owner[spec.name] = (layer_index, param_index)
-        self.learnable_params.append(blob)
-        self.param_specs.append((lr_mult, spec.decay_mult))
-        return lr_mult != 0
+        else:
+            if spec.name:
+                self.param_owner[spec.name] = (i, k)
+            self.learnable_params.append(blob)
+            self.param_specs.append((spec.lr_mult, spec.decay_mult))
+        if spec.lr_mult == 0:
+            record.frozen_params.append(k)
+        record.set_param_propagate_down()
 
-    def _prune_backward(self, blob_need_backward):
+    def _prune_backward(self):
         """Skip backward where it cannot matter (the tail of Caffe's Net::Init).
 
         Walking from the last layer: a layer that feeds no loss does no backward;
@@ -264,64 +284,124 @@ class Net:
         it) back on, including the gradients of params with ``lr_mult: 0``.
         """
         under_loss, skip = set(), set()
-        for i in reversed(range(len(self.layers))):
-            tops = self.layer_tops[i]
-            contributes = any(w != 0 for w in self.layers[i].loss_weights) or any(
-                name in under_loss for name in tops)
-            skip_down = all(name in skip for name in tops)
-            if self.layer_need_backward[i] and skip_down:
-                self.layer_need_backward[i] = False
-                self.bottom_need_backward[i] = [False] * len(self.bottom_vecs[i])
+        for record in reversed(self.records):
+            contributes = any(w != 0 for w in record.layer.loss_weights) or any(
+                name in under_loss for name in record.tops)
+            if record.need_backward and all(name in skip for name in record.tops):
+                record.need_backward = False
+                record.bottom_need_backward = [False] * len(record.bottoms)
             if not contributes:
-                self.layer_need_backward[i] = False
-            for j, name in enumerate(self.layer_bottoms[i]):
+                record.need_backward = False
+            for j, name in enumerate(record.bottoms):
                 if contributes:
                     under_loss.add(name)
                 else:
-                    self.bottom_need_backward[i][j] = False
-                if not self.bottom_need_backward[i][j]:
+                    record.bottom_need_backward[j] = False
+                if not record.bottom_need_backward[j]:
                     skip.add(name)
-        for layer, frozen in zip(self.layers, self._frozen_params):
-            layer.param_propagate_down = [k not in frozen for k in range(len(layer.blobs))]
-        if self.param.force_backward:
-            for i, layer in enumerate(self.layers):
-                layer.param_propagate_down = [True] * len(layer.blobs)
-                self.layer_need_backward[i] = True
-                self.bottom_need_backward[i] = [
-                    need or layer.allow_force_backward(j)
-                    for j, need in enumerate(self.bottom_need_backward[i])]
-                self._frozen_params[i] = []
+        for record in self.records:
+            if self.param.force_backward:
+                record.need_backward = True
+                record.bottom_need_backward = [
+                    need or record.layer.allow_force_backward(j)
+                    for j, need in enumerate(record.bottom_need_backward)]
+                record.frozen_params = []
+            record.set_param_propagate_down()
+
+    # --- views and edits of the layer records ------------------------------------------
+    @property
+    def layers(self):
+        return [record.layer for record in self.records]
+
+    @property
+    def layer_names(self):
+        return [record.name for record in self.records]
+
+    @property
+    def layer_dict(self):
+        return collections.OrderedDict((record.name, record.layer) for record in self.records)
+
+    @property
+    def params(self):
+        """Param blobs by layer name, for the layers that have any."""
+        return collections.OrderedDict((record.name, record.layer.blobs)
+                                       for record in self.records if record.layer.blobs)
+
+    @property
+    def blob_loss_weights(self):
+        """Loss weight of every blob (a later in-place layer overrides, as in Caffe)."""
+        weights = collections.OrderedDict((name, 0.0) for name in self.blobs)
+        for record in self.records:
+            for name, weight in zip(record.tops, record.layer.loss_weights):
+                weights[name] = weight
+        return weights
+
+    def param_frozen(self, i, k):
+        """Whether backward leaves the diff of param ``k`` of layer ``i`` as it was."""
+        return k in self.records[i].frozen_params
+
+    def freeze_param(self, i, k):
+        """Stop computing the gradient of param ``k`` of layer ``i`` (its diff is kept)."""
+        record = self.records[i]
+        if k not in record.frozen_params:
+            record.frozen_params.append(k)
+        record.set_param_propagate_down()
+
+    def add_param(self, i, blob, spec=None):
+        """Give layer ``i`` one more param ``blob``, learned as ``spec`` (a ParamSpec) says."""
+        layer = self.records[i].layer
+        layer.blobs.append(blob)
+        self._add_param(i, len(layer.blobs) - 1, spec or caffe_pb2.ParamSpec())
+
+    def remove_layers(self, indices):
+        """Take the layers at ``indices`` out of the net, with their learnable params.
+
+        For optimisations that made them redundant: their blobs stay in ``blobs``.
+        """
+        gone = set(indices)
+        dropped = {id(blob) for i in gone for blob in self.records[i].layer.blobs}
+        keep = [i for i in range(len(self.records)) if i not in gone]
+        self.records = [self.records[i] for i in keep]
+        pairs = [(blob, spec) for blob, spec in zip(self.learnable_params, self.param_specs)
+                 if id(blob) not in dropped]
+        self.learnable_params = [blob for blob, _ in pairs]
+        self.param_specs = [spec for _, spec in pairs]
+        self.param_owner = {name: (keep.index(i), k) for name, (i, k) in self.param_owner.items()
+                            if i in keep}
 
     # --- running -------------------------------------------------------------------
     def _index(self, name, default):
         if name is None:
             return default
-        if name not in self.layer_dict:
-            raise NetError(f"no layer named '{name}' in net '{self.name}'")
-        return self.layer_names.index(name)
+        for i, record in enumerate(self.records):
+            if record.name == name:
+                return i
+        raise NetError(f"no layer named '{name}' in net '{self.name}'")
 
     def forward_range(self, start=0, end=None):
         """Run layers ``start..end`` (inclusive) forward; return the summed loss."""
-        end = len(self.layers) - 1 if end is None else end
+        end = len(self.records) - 1 if end is None else end
         loss = 0.0
         for i in range(start, end + 1):
-            loss += self.layers[i].run_forward(self.bottom_vecs[i], self.top_vecs[i])
+            record = self.records[i]
+            loss += record.layer.run_forward(record.bottom_blobs, record.top_blobs)
         return loss
 
     def backward_range(self, start=None, end=0):
         """Run layers ``start`` down to ``end`` backward (where needed)."""
         if self.inference_only:
             raise NetError(f"net '{self.name}' is inference-only: {self.inference_only}")
-        start = len(self.layers) - 1 if start is None else start
+        start = len(self.records) - 1 if start is None else start
         for i in range(start, end - 1, -1):
-            if not self.layer_need_backward[i]:
+            record = self.records[i]
+            if not record.need_backward:
                 continue
-            layer = self.layers[i]
-            frozen = self._frozen_params[i]
-            kept = [layer.blobs[k].diff.copy() for k in frozen]
-            layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
-            for k, diff in zip(frozen, kept):
-                layer.blobs[k].diff[...] = diff
+            blobs = record.layer.blobs
+            kept = [blobs[k].diff.copy() for k in record.frozen_params]
+            record.layer.backward(record.top_blobs, record.bottom_need_backward,
+                                  record.bottom_blobs)
+            for k, diff in zip(record.frozen_params, kept):
+                blobs[k].diff[...] = diff
 
     def forward_backward(self):
         loss = self.forward_range()
@@ -334,13 +414,13 @@ class Net:
 
     def close(self):
         """Stop background work (data prefetch threads) of every layer."""
-        for layer in self.layers:
-            if hasattr(layer, "close"):
-                layer.close()
+        for record in self.records:
+            if hasattr(record.layer, "close"):
+                record.layer.close()
 
     def reshape_all(self):
-        for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
-            layer.reshape(bottom, top)
+        for record in self.records:
+            record.layer.reshape(record.bottom_blobs, record.top_blobs)
 
     # --- weights -------------------------------------------------------------------
     def copy_from(self, weights):
@@ -352,28 +432,28 @@ class Net:
         """
         source = weights if isinstance(weights, str) else "<NetParameter>"
         trained = files.read_weights(weights) if isinstance(weights, str) else weights
+        layers = self.layer_dict
         for lp in trained.layer:
-            layer = self.layer_dict.get(lp.name)
+            layer = layers.get(lp.name)
             if layer is None:
                 if lp.blobs:
                     log.info("Ignoring source layer %s", lp.name)
                 continue
             if not lp.blobs:
                 continue
-            if len(lp.blobs) != len(layer.blobs):
-                raise WeightsError(f"{source}: layer '{lp.name}' holds {len(lp.blobs)} "
-                                   f"param blob(s), the net's layer (type {layer.type}) has "
-                                   f"{len(layer.blobs)}")
-            for k, (proto, blob) in enumerate(zip(lp.blobs, layer.blobs)):
-                shape = files.blob_proto_shape(proto)
-                same = shape == blob.shape
-                if not same and files.has_legacy_shape(proto):
-                    same = files.legacy_shape(blob.shape) == shape
-                if not same:
-                    raise WeightsError(
-                        f"{source}: cannot copy param {k} of layer '{lp.name}': shape "
-                        f"mismatch; the weights file has {shape}, the net defines "
-                        f"{blob.shape} (check num_output / kernel sizes in the prototxt)")
+            check_param_shapes(
+                [files.blob_proto_shape(proto) for proto in lp.blobs], layer.blobs,
+                lambda: WeightsError(
+                    f"{source}: layer '{lp.name}' holds {len(lp.blobs)} param blob(s), the "
+                    f"net's layer (type {layer.type}) has {len(layer.blobs)}"),
+                lambda k, shape, blob: WeightsError(
+                    f"{source}: cannot copy param {k} of layer '{lp.name}': shape mismatch; "
+                    f"the weights file has {shape}, the net defines {blob.shape} (check "
+                    "num_output / kernel sizes in the prototxt)"),
+                fits=lambda k, shape, blob: shape == blob.shape or (
+                    files.has_legacy_shape(lp.blobs[k])
+                    and files.legacy_shape(blob.shape) == shape))
+            for proto, blob in zip(lp.blobs, layer.blobs):
                 values = files.blob_proto_to_array(proto, dtype=blob.dtype)
                 blob.data[...] = self.xp.asarray(values.reshape(blob.shape))
 
@@ -381,12 +461,11 @@ class Net:
         """The net as a NetParameter with its params (Caffe's ToProto)."""
         out = caffe_pb2.NetParameter()
         out.name = self.name
-        for layer in self.layers:
+        for record in self.records:
             lp = out.layer.add()
-            lp.CopyFrom(layer.param)
+            lp.CopyFrom(record.layer.param)
             del lp.blobs[:]
-            for blob in layer.blobs:
-                from .backend import to_numpy
+            for blob in record.layer.blobs:
                 files.array_to_blob_proto(to_numpy(blob.data),
                                           to_numpy(blob.diff) if write_diff else None,
                                           lp.blobs.add())

@@ -65,22 +65,22 @@ class Net(CoreNet):
 
     @property
     def _layer_names(self):
-        return list(self.layer_names)
+        return self.layer_names
 
     @property
     def top_names(self):
-        return collections.OrderedDict(zip(self.layer_names, self.layer_tops))
+        return collections.OrderedDict((r.name, list(r.tops)) for r in self.records)
 
     @property
     def bottom_names(self):
-        return collections.OrderedDict(zip(self.layer_names, self.layer_bottoms))
+        return collections.OrderedDict((r.name, list(r.bottoms)) for r in self.records)
 
     # --- running -----------------------------------------------------------------
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """Set inputs from ``kwargs``, run forward, return the output blobs."""
         start_i = self._index(start, 0)
         end_i = self._index(end, len(self.layers) - 1)
-        outputs = set(self.layer_tops[end_i] if end is not None else self.outputs)
+        outputs = set(self.records[end_i].tops if end is not None else self.outputs)
         outputs.update(blobs or [])
         for name, value in kwargs.items():
             if name not in self.input_names:
@@ -94,7 +94,7 @@ class Net(CoreNet):
         """Set output diffs from ``kwargs``, run backward, return the input diffs."""
         start_i = self._index(start, len(self.layers) - 1)
         end_i = self._index(end, 0)
-        wanted = set(self.layer_bottoms[end_i] if end is not None else self.inputs)
+        wanted = set(self.records[end_i].bottoms if end is not None else self.inputs)
         wanted.update(diffs or [])
         for name, value in kwargs.items():
             if name not in self.output_names:

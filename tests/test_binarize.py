@@ -102,10 +102,10 @@ def run(net, inputs):
     '<layer>:<top>')."""
     net.blobs["data"].data[...] = inputs
     values = {}
-    for i, name in enumerate(net.layer_names):
+    for i, record in enumerate(net.records):
         net.forward_range(i, i)
-        for top, blob in zip(net.layer_tops[i], net.top_vecs[i]):
-            values[f"{name}:{top}"] = numpy.array(blob.data)
+        for top, blob in zip(record.tops, record.top_blobs):
+            values[f"{record.name}:{top}"] = numpy.array(blob.data)
     return values
 
 
@@ -115,7 +115,7 @@ def calibrate_batchnorm(net, inputs):
     net.blobs["data"].data[...] = inputs
     for i, layer in enumerate(net.layers):
         if layer.type == "BatchNorm":
-            x = net.bottom_vecs[i][0].data
+            x = net.records[i].bottom_blobs[0].data
             axes = (0,) + tuple(range(2, x.ndim))
             mean, var, factor = layer.blobs
             mean.data[...] = x.mean(axis=axes)
@@ -265,7 +265,7 @@ def check_opencv(bw_model, bw_weights, inputs, tmp_path):
     for name in names:
         i = net.layer_names.index(name)
         net.forward_range(0, i)
-        bottom, top = net.bottom_vecs[i][0].data, net.top_vecs[i][0].data
+        bottom, top = net.records[i].bottom_blobs[0].data, net.records[i].top_blobs[0].data
         layer = next(layer for layer in written.layer if layer.name == name)
         cut = caffe_pb2.NetParameter(name=f"{name}_alone")
         data = cut.layer.add(name="input", type="Input", top=[layer.bottom[0]])

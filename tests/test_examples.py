@@ -174,9 +174,10 @@ def _built(path, input_size, phase):
 def _layout(net):
     """(name, type, top shapes, parameter shapes) of each layer; the deploy nets'
     Input layers are named apart (see above)."""
-    return [(name if layer.param.type != "Input" else "", layer.param.type,
-             [tuple(top.shape) for top in tops], [tuple(blob.shape) for blob in layer.blobs])
-            for name, layer, tops in zip(net.layer_names, net.layers, net.top_vecs)]
+    return [(r.name if r.layer.param.type != "Input" else "", r.layer.param.type,
+             [tuple(top.shape) for top in r.top_blobs],
+             [tuple(blob.shape) for blob in r.layer.blobs])
+            for r in net.records]
 
 
 @needs_paper

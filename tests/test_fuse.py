@@ -137,11 +137,12 @@ def test_not_in_place_conv_bn(tmp_path):
             + scale("s2", "b2", "s2") + layer("p", "TanH", ["s2"], "out"))
     plain, folded = compare(tmp_path, text, [("c1", "bn1", None), ("c2", "bn2", "s2")])
     assert folded.layer_names == ["in", "c1", "r1", "c2", "p"]
-    assert folded.layer_tops[1] == ["b1"] and folded.layer_tops[3] == ["s2"]
+    assert folded.top_names["c1"] == ["b1"] and folded.top_names["c2"] == ["s2"]
     # The old names alias the folded output (now post-BN values).
     assert folded.blobs["c1"] is folded.blobs["b1"]
     assert folded.blobs["c2"] is folded.blobs["b2"] is folded.blobs["s2"]
-    assert folded.layer_bottoms[2] == ["b1"] and folded.bottom_vecs[2][0] is folded.blobs["b1"]
+    assert folded.bottom_names["r1"] == ["b1"]
+    assert folded.records[2].bottom_blobs[0] is folded.blobs["b1"]
 
 
 def test_inner_product_bn(tmp_path):
@@ -161,7 +162,7 @@ def test_post_bn_value_with_two_consumers_folds_bn_only(tmp_path):
 
 
 def snapshot(net):
-    return (list(net.layer_names), [list(t) for t in net.layer_tops],
+    return (list(net.layer_names), [list(r.tops) for r in net.records],
             [[numpy.array(b.data) for b in layer_obj.blobs] for layer_obj in net.layers])
 
 

@@ -36,7 +36,7 @@ def behind_kink(case, net):
     if kink is None:
         return set()
     before = net.layer_names[:net.layer_names.index(kink)]
-    return set(before) | {t for i in range(len(before)) for t in net.layer_tops[i]}
+    return set(before) | {t for record in net.records[:len(before)] for t in record.tops}
 
 
 def check_backward_end_to_end(case, kind, name, ours, what, top_diffs=(), kinked=False):
@@ -83,7 +83,7 @@ def test_end_to_end(kind, name, xp, monkeypatch):
                                   kinked=blob in kinked)
     for key in case.keys("param_diff"):
         layer, i = key.rsplit("/", 1)
-        tops = net.layer_tops[net.layer_names.index(layer)]
+        tops = net.records[net.layer_names.index(layer)].tops
         check_backward_end_to_end(case, "param_diff", key, net.params[layer][int(i)].diff,
                                   f"param diff {key}", [case.get("diff", t) for t in tops],
                                   kinked=layer in kinked)
@@ -95,8 +95,8 @@ def test_end_to_end(kind, name, xp, monkeypatch):
 
 def _golden_io(case, net):
     """Per layer: the golden arrays it reads and writes (golden README's rules)."""
-    in_place = [set(b for b, t in zip(bn, tn) if b == t)
-                for bn, tn in zip(net.layer_bottoms, net.layer_tops)]
+    in_place = [set(b for b, t in zip(r.bottoms, r.tops) if b == t)
+                for r in net.records]
 
     def next_in_place(i, x):
         for m in range(i + 1, len(net.layers)):
@@ -113,7 +113,7 @@ def _golden_io(case, net):
     for i, layer in enumerate(net.layers):
         name = net.layer_names[i]
         bottom_data, top_data, top_diff, bottom_diff = [], [], [], []
-        for x in net.layer_bottoms[i]:
+        for x in net.records[i].bottoms:
             after = next_in_place(i, x)
             if x in in_place[i]:
                 bottom_data.append(case.get("inplace_in", name))
@@ -124,7 +124,7 @@ def _golden_io(case, net):
             before = prev_in_place(i, x)
             bottom_diff.append(case.get("inplace_top_diff", before) if before
                                else case.get("diff", x))
-        for x in net.layer_tops[i]:
+        for x in net.records[i].tops:
             after = next_in_place(i, x)
             top_data.append(case.get("inplace_in", after) if after else case.get("blob", x))
             top_diff.append(case.get("inplace_top_diff", name) if x in in_place[i]
@@ -142,35 +142,35 @@ def test_layer_by_layer(kind, name, xp, monkeypatch):
             continue
         blobs = {}
         bottom = []
-        for x, data in zip(net.layer_bottoms[i], bottom_data):
+        for x, data in zip(net.records[i].bottoms, bottom_data):
             blob = blobs.setdefault(x, Blob(data.shape, xp=xp))
             blob.data[...] = xp.asarray(data)
             bottom.append(blob)
-        top = [blobs.setdefault(x, Blob(xp=xp)) for x in net.layer_tops[i]]
+        top = [blobs.setdefault(x, Blob(xp=xp)) for x in net.records[i].tops]
         if case.meta["phase"] == "TRAIN" and layer.type == "BatchNorm":
             # batch-statistics mode updates the stored statistics: start from the file's
             for k, blob in enumerate(layer.blobs):
                 blob.data[...] = xp.asarray(net_weights(case)[lname][k])
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
-        for x, blob, want in zip(net.layer_tops[i], top, top_data):
+        for x, blob, want in zip(net.records[i].tops, top, top_data):
             check_forward(case, "layer-by-layer", x, blob.data, want,
                           f"layer '{lname}' top '{x}'")
-        if not case.meta["backward"] or not net.layer_need_backward[i]:
+        if not case.meta["backward"] or not net.records[i].need_backward:
             continue
         for blob, diff in zip(top, top_diff):
             blob.diff[...] = xp.asarray(diff)
         for p in layer.blobs:
             p.diff[...] = 0
-        layer.backward(top, net.bottom_need_backward[i], bottom)
-        for x, blob, need, want in zip(net.layer_bottoms[i], bottom, net.bottom_need_backward[i],
-                                       bottom_diff):
+        layer.backward(top, net.records[i].bottom_need_backward, bottom)
+        for x, blob, need, want in zip(net.records[i].bottoms, bottom,
+                                       net.records[i].bottom_need_backward, bottom_diff):
             if need:
                 check_close(case.name, "layer-by-layer backward", blob.diff, want,
                             f"layer '{lname}' bottom diff '{x}'")
         for k, p in enumerate(layer.blobs):
             want = case.get("param_diff", f"{lname}/{k}")
-            if want is not None and k not in net._frozen_params[i]:
+            if want is not None and not net.param_frozen(i, k):
                 check_param_diff(case.name, "layer-by-layer backward", p.diff, want,
                                  f"layer '{lname}' param diff {k}", top_diff)
 

@@ -40,9 +40,9 @@ def build(net_param, phase, seed=SEED):
 
 def shapes(net):
     """Per layer: (name, type, top shapes, param shapes)."""
-    return [(name, layer.type, [tuple(t.shape) for t in tops],
-             [tuple(b.shape) for b in layer.blobs])
-            for name, layer, tops in zip(net.layer_names, net.layers, net.top_vecs)]
+    return [(r.name, r.layer.type, [tuple(t.shape) for t in r.top_blobs],
+             [tuple(b.shape) for b in r.layer.blobs])
+            for r in net.records]
 
 
 def without_data_sources(net_param):

@@ -45,7 +45,8 @@ def ours(proto, weights, inputs):
 def last_writer(net, blob):
     """(layer name, top index) of the last layer writing ``blob`` (OpenCV names outputs so)."""
     found = None
-    for name, tops in zip(net.layer_names, net.layer_tops):
+    for record in net.records:
+        name, tops = record.name, record.tops
         for j, top in enumerate(tops):
             if top == blob:
                 found = (name, j)
@@ -86,10 +87,10 @@ def first_divergence(proto, weights, inputs, rtol=RTOL):
     for name, value in inputs.items():
         net.blobs[name].data[...] = value
     snapshots = []
-    for i, (name, tops) in enumerate(zip(net.layer_names, net.layer_tops)):
+    for i, record in enumerate(net.records):
         net.forward_range(i, i)
-        snapshots.append((name, net.layers[i].type,
-                          [numpy.array(net.top_vecs[i][j].data) for j in range(len(tops))]))
+        snapshots.append((record.name, record.layer.type,
+                          [numpy.array(record.top_blobs[j].data) for j in range(len(record.tops))]))
 
     def fresh_cv():
         cv_net = cv2.dnn.readNetFromCaffe(str(proto), str(weights))

@@ -109,9 +109,9 @@ def test_backward_pruned_where_no_loss_and_forced_otherwise():
                       layer { name: "r" type: "Power" bottom: "x" top: "w" }"""
     net = Net(net_param(text))
     # x is an input: nothing needs its gradient, so nothing runs backward
-    assert net.layer_need_backward == [False, False, False, False, False]
+    assert [record.need_backward for record in net.records] == [False] * 5
     forced = Net(net_param("force_backward: true\n" + text))
-    assert all(forced.layer_need_backward)
+    assert all(record.need_backward for record in forced.records)
 
 
 @pytest.mark.parametrize("propagate", [None, "false"])
@@ -124,8 +124,8 @@ def test_propagate_down_false_stops_gradient(propagate):
     net.blobs["x"].data[...] = 1
     net.forward_backward()
     wanted = propagate is None
-    assert net.bottom_need_backward[2] == [wanted]
-    assert net.layer_need_backward[1] is wanted  # Scale's param gradient is skipped too
+    assert net.records[2].bottom_need_backward == [wanted]
+    assert net.records[1].need_backward is wanted  # Scale's param gradient is skipped too
     assert bool(net.params["s"][0].diff.any()) is wanted
 
 
@@ -140,22 +140,52 @@ def test_in_place_layers_share_the_blob():
     assert net.output_names == ["x"]
 
 
+IP_LOSS = INPUT + """
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+      param { lr_mult: 0 } param { lr_mult: 1 }
+      inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "q" type: "Power" bottom: "y" top: "z" loss_weight: 1
+      power_param { power: 2 } }"""
+
+
 def test_lr_mult_zero_params_get_no_gradient_unless_forced():
-    text = INPUT + """
-        layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
-          param { lr_mult: 0 } param { lr_mult: 1 }
-          inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
-        layer { name: "q" type: "Power" bottom: "y" top: "z" loss_weight: 1
-          power_param { power: 2 } }"""
-    net = Net(net_param(text))
+    net = Net(net_param(IP_LOSS))
     net.blobs["x"].data[...] = 1
     net.forward_backward()
     assert net.layers[1].param_propagate_down == [False, True]
     assert not net.params["ip"][0].diff.any() and net.params["ip"][1].diff.any()
-    forced = Net(net_param("force_backward: true\n" + text))
+    forced = Net(net_param("force_backward: true\n" + IP_LOSS))
     forced.blobs["x"].data[...] = 1
     forced.forward_backward()
     assert forced.params["ip"][0].diff.any()  # Caffe computes them under force_backward
+
+
+def test_a_record_per_layer_holds_its_wiring_and_which_params_are_frozen():
+    net = Net(net_param(IP_LOSS))
+    record = net.records[1]
+    assert (record.name, record.layer, record.bottoms, record.tops) == (
+        "ip", net.layers[1], ["x"], ["y"])
+    assert record.bottom_blobs == [net.blobs["x"]] and record.top_blobs == [net.blobs["y"]]
+    assert record.need_backward and record.bottom_need_backward == [False]
+    assert net.param_frozen(1, 0) and not net.param_frozen(1, 1)
+    net.freeze_param(1, 1)
+    assert net.layers[1].param_propagate_down == [False, False]
+    net.blobs["x"].data[...] = 1
+    net.params["ip"][1].diff[...] = 7
+    net.forward_backward()
+    assert (net.params["ip"][1].diff == 7).all()     # a frozen diff is left as it was
+
+
+def test_remove_layers_drops_their_records_and_learnable_params():
+    net = Net(net_param(IP_LOSS))
+    net.remove_layers([2])
+    assert net.layer_names == ["in", "ip"] and list(net.layer_dict) == ["in", "ip"]
+    assert len(net.learnable_params) == 2 and list(net.params) == ["ip"]
+    net.add_param(1, net.layers[1].make_blob((3,)))
+    assert len(net.params["ip"]) == 3 and net.learnable_params[-1] is net.params["ip"][2]
+    assert net.layers[1].param_propagate_down == [False, True, True]
+    net.remove_layers([1])
+    assert net.layer_names == ["in"] and net.learnable_params == [] and net.param_specs == []
 
 
 def test_loss_layer_without_top_gets_an_unnamed_one():

@@ -18,7 +18,9 @@ from ..errors import CaffeError
 from ..io import files
 from ..layer import TEST, TRAIN
 from ..log import caffe_float
+from ..net import check_param_shapes
 from ..proto import caffe_pb2
+from ..registry import Registry
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -32,30 +34,10 @@ class SolverAction:
     SNAPSHOT = 2
 
 
-_SOLVERS = {}
-
-
-def register_solver(type_name):
-    """Class decorator: the solver for ``type: "<type_name>"``."""
-    def wrap(cls):
-        if type_name in _SOLVERS and _SOLVERS[type_name] is not cls:
-            raise RuntimeError(f"solver type {type_name!r} registered twice")
-        _SOLVERS[type_name] = cls
-        cls.type = type_name
-        return cls
-    return wrap
-
-
-def solver_type_list():
-    return sorted(_SOLVERS)
-
-
-def solver_class(type_name):
-    try:
-        return _SOLVERS[type_name]
-    except KeyError:
-        raise CaffeError(f"unknown solver type '{type_name}'; known types: "
-                         f"{', '.join(solver_type_list())}") from None
+SOLVERS = Registry("solver", CaffeError)
+register_solver = SOLVERS.register      # @register_solver("SGD"): the solver for type "SGD"
+solver_type_list = SOLVERS.type_list
+solver_class = SOLVERS.lookup
 
 
 def read_solver(path_or_param):
@@ -130,19 +112,20 @@ def default_net_factory(net_param, phase, xp):
 
 def share_trained_layers(target, source):
     """Make ``target``'s params use ``source``'s arrays (Caffe's ShareTrainedLayersWith)."""
-    for name, layer in zip(source.layer_names, source.layers):
-        other = target.layer_dict.get(name)
+    targets = target.layer_dict
+    for record in source.records:
+        name, layer, other = record.name, record.layer, targets.get(record.name)
         if other is None:
             continue
-        if len(other.blobs) != len(layer.blobs):
-            raise CaffeError(f"cannot share the params of layer '{name}': "
-                             f"{len(layer.blobs)} blobs in the train net, "
-                             f"{len(other.blobs)} in the test net")
-        for j, (mine, theirs) in enumerate(zip(other.blobs, layer.blobs)):
-            if mine.shape != theirs.shape:
-                raise CaffeError(f"Cannot share param {j} weights from layer '{name}'; "
-                                 f"shape mismatch.  Source param shape is {theirs.shape}; "
-                                 f"target param shape is {mine.shape}")
+        check_param_shapes(
+            [blob.shape for blob in layer.blobs], other.blobs,
+            lambda: CaffeError(f"cannot share the params of layer '{name}': "
+                               f"{len(layer.blobs)} blobs in the train net, "
+                               f"{len(other.blobs)} in the test net"),
+            lambda j, shape, blob: CaffeError(
+                f"Cannot share param {j} weights from layer '{name}'; shape mismatch.  "
+                f"Source param shape is {shape}; target param shape is {blob.shape}"))
+        for mine, theirs in zip(other.blobs, layer.blobs):
             mine.share_data(theirs)
 
 
@@ -452,14 +435,14 @@ class Solver:
         if not debug:
             return net.forward_range()
         loss = 0.0
-        for i in range(len(net.layers)):
+        for i, record in enumerate(net.records):
             loss += net.forward_range(i, i)
-            for name, blob in zip(net.layer_tops[i], net.top_vecs[i]):
-                log.info("    [Forward] Layer %s, top blob %s data: %s", net.layer_names[i],
+            for name, blob in zip(record.tops, record.top_blobs):
+                log.info("    [Forward] Layer %s, top blob %s data: %s", record.name,
                          name, _mean_abs(blob.data))
-            for k, blob in enumerate(net.layers[i].blobs):
+            for k, blob in enumerate(record.layer.blobs):
                 log.info("    [Forward] Layer %s, param blob %s data: %s",
-                         net.layer_names[i], self._param_display_name(net, i, k),
+                         record.name, self._param_display_name(record, k),
                          _mean_abs(blob.data))
         return loss
 
@@ -467,32 +450,32 @@ class Solver:
         if not debug:
             return net.forward_backward()
         loss = self._forward(net, True)
-        for i in reversed(range(len(net.layers))):
-            if not net.layer_need_backward[i]:
+        for i in reversed(range(len(net.records))):
+            record = net.records[i]
+            if not record.need_backward:
                 continue
             net.backward_range(i, i)
-            for j, (name, blob) in enumerate(zip(net.layer_bottoms[i], net.bottom_vecs[i])):
-                if net.bottom_need_backward[i][j]:
+            for name, blob, need in zip(record.bottoms, record.bottom_blobs,
+                                        record.bottom_need_backward):
+                if need:
                     log.info("    [Backward] Layer %s, bottom blob %s diff: %s",
-                             net.layer_names[i], name, _mean_abs(blob.diff))
-            layer = net.layers[i]
-            for k, blob in enumerate(layer.blobs):
-                if layer.needs_param_gradient(k):
+                             record.name, name, _mean_abs(blob.diff))
+            for k, blob in enumerate(record.layer.blobs):
+                if record.layer.needs_param_gradient(k):
                     log.info("    [Backward] Layer %s, param blob %d diff: %s",
-                             net.layer_names[i], k, _mean_abs(blob.diff))
+                             record.name, k, _mean_abs(blob.diff))
         return loss
 
     @staticmethod
-    def _param_display_name(net, layer_index, k):
-        specs = net.param.layer[layer_index].param
+    def _param_display_name(record, k):
+        specs = record.layer.param.param
         return specs[k].name if k < len(specs) and specs[k].name else str(k)
 
     def _update_debug_info(self):
-        net = self.net
-        for i, layer in enumerate(net.layers):
-            for k, blob in enumerate(layer.blobs):
+        for record in self.net.records:
+            for k, blob in enumerate(record.layer.blobs):
                 log.info("    [Update] Layer %s, param %s data: %s; diff: %s",
-                         net.layer_names[i], self._param_display_name(net, i, k),
+                         record.name, self._param_display_name(record, k),
                          _mean_abs(blob.data), _mean_abs(blob.diff))
 
     # --- testing ---------------------------------------------------------------------
