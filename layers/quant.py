@@ -30,11 +30,11 @@ import numpy
 
 from pycaffe_lite import parallel, rng
 from pycaffe_lite.backend import get_array_module
+from pycaffe_lite.engines.im2col import conv_forward
 from pycaffe_lite.layer import TRAIN, register
 from pycaffe_lite.proto import caffe_pb2
 
-from .conv import (ConvolutionLayer, InnerProductLayer, _check_out_shape, _read_geometry,
-                   conv_forward)
+from .conv import ConvolutionLayer, InnerProductLayer, _check_out_shape, _read_geometry
 from .neuron import _ElementwiseLayer
 
 # HWGQ forward: up to this many thresholds by comparisons, more by searchsorted.

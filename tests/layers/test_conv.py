@@ -1,11 +1,13 @@
-"""Convolution, Deconvolution, Im2col and InnerProduct against naive references."""
-import itertools
+"""Convolution, Deconvolution, Im2col and InnerProduct against naive references.
 
+The im2col engine's own paths: tests/engines/test_im2col.py.
+"""
 import numpy
 import pytest
 from pycaffe_lite.layers import conv
 
 from pycaffe_lite.backend import to_numpy
+from pycaffe_lite.engines import im2col as conv_engine
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.testing.gradient_check import check_gradient, make_layer
 
@@ -177,8 +179,8 @@ def test_chunking_does_not_change_results(monkeypatch, budget, pointwise_step, t
                                           kernel, stride, pad, dilation, group):
     """Sample by sample, bands of output rows (a sample over budget), or the whole
     batch per GEMM: the same numbers."""
-    monkeypatch.setattr(conv, "_COL_BUDGET_CPU", budget)
-    monkeypatch.setattr(conv._ColumnChunks, "pointwise_step_cpu", pointwise_step)
+    monkeypatch.setattr(conv_engine, "_COL_BUDGET_CPU", budget)
+    monkeypatch.setattr(conv_engine._ColumnChunks, "pointwise_step_cpu", pointwise_step)
     x = _rand(*shape)
     lp = _conv_param(type_, num_output=m, extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
     layer, bottom, top = make_layer(lp, [x])
@@ -194,8 +196,8 @@ def test_chunking_does_not_change_results(monkeypatch, budget, pointwise_step, t
 def test_depthwise_direct_or_gemm(monkeypatch, min_plane, chunk):
     """Depthwise forward direct (a few channels, or a part of one, at a time) or by
     1xK GEMMs: the same numbers."""
-    monkeypatch.setattr(conv, "_DEPTHWISE_DIRECT_MIN_PLANE", min_plane)
-    monkeypatch.setattr(conv, "_DEPTHWISE_CHUNK_CPU", chunk)
+    monkeypatch.setattr(conv_engine, "_DEPTHWISE_DIRECT_MIN_PLANE", min_plane)
+    monkeypatch.setattr(conv_engine, "_DEPTHWISE_CHUNK_CPU", chunk)
     for shape, m, kernel, stride, pad, dilation, group in CONV_CASES[8:10]:
         lp = _conv_param(num_output=m, extra=_spec(kernel, stride, pad, dilation) + f" group: {group}")
         x = _rand(*shape)
@@ -204,71 +206,6 @@ def test_depthwise_direct_or_gemm(monkeypatch, min_plane, chunk):
         layer.forward(bottom, top)
         numpy.testing.assert_allclose(top[0].data, naive_conv(x, w, b, stride, pad, dilation, group),
                                       rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("kernel,pad,dilation", [
-    ((3, 3), (1, 1), (1, 1)), ((5, 3), (0, 1), (1, 1)), ((1, 5), (3, 2), (1, 1)),
-    ((3, 3), (2, 2), (2, 2)), ((2, 3), (1, 3), (2, 3))])
-@pytest.mark.parametrize("size", [(1, 1), (4, 3), (6, 9)])
-def test_im2col_whole_row_runs_match_row_by_row(monkeypatch, kernel, pad, dilation, size):
-    """Stride 1 with outputs as wide as inputs: the flat-layout copies, whole or by
-    bands of output rows, give the columns of the generic row-by-row im2col."""
-    geom = conv.ConvGeometry(kernel, (1, 1), pad, dilation)
-    assert geom.conv_out_shape(size)[1] == size[1]        # outputs as wide as inputs
-    _check_im2col_against_generic(monkeypatch, geom, size, "_rows_are_runs")
-
-
-def _check_im2col_against_generic(monkeypatch, geom, size, fast_path):
-    """im2col of a (2, 3, *size) input, whole and by bands of 2 output rows, equals
-    the generic strided copies (``fast_path``, the predicate choosing the faster
-    path, patched to refuse)."""
-    out = geom.conv_out_shape(size)
-    if min(out) <= 0:
-        pytest.skip("kernel larger than the padded input")
-    x = _rand(2, 3, *size)
-    for first_row in range(out[0]):
-        rows = min(2, out[0] - first_row) if first_row else out[0]
-        fast = numpy.full((2, 3) + geom.kernel + (rows, out[1]), numpy.nan)
-        slow = fast.copy()
-        conv.im2col(x, geom, fast, first_row)
-        with monkeypatch.context() as m:
-            m.setattr(conv, fast_path, lambda *args: False)
-            conv.im2col(x, geom, slow, first_row)
-        numpy.testing.assert_array_equal(fast, slow)
-
-
-@pytest.mark.parametrize("kernel,stride,pad,dilation", [
-    ((11, 11), (4, 4), (0, 0), (1, 1)), ((7, 7), (2, 2), (3, 3), (1, 1)),
-    ((5, 7), (2, 3), (1, 2), (1, 1)), ((5, 5), (2, 2), (2, 1), (2, 3)),
-    ((9, 4), (3, 1), (4, 0), (1, 1))])
-@pytest.mark.parametrize("size", [(11, 11), (16, 13), (23, 29)])
-def test_im2col_by_phases_matches_strided_copies(monkeypatch, kernel, stride, pad, dilation,
-                                                 size):
-    """Strided 2-D kernels with many offsets: the phase split gives the columns of
-    the generic strided copies, whole or by bands of output rows."""
-    geom = conv.ConvGeometry(kernel, stride, pad, dilation)
-    assert conv._phases_pay(geom)
-    _check_im2col_against_generic(monkeypatch, geom, size, "_phases_pay")
-
-
-@pytest.mark.parametrize("kernel,pad,dilation", [
-    ((3, 3), (1, 1), (1, 1)), ((5, 5), (2, 2), (1, 1)), ((5, 3), (0, 1), (1, 1)),
-    ((1, 5), (3, 2), (1, 1)), ((3, 3), (2, 2), (2, 2)), ((2, 3), (1, 3), (2, 3))])
-@pytest.mark.parametrize("size", [(1, 1), (4, 3), (6, 9)])
-def test_col2im_whole_row_runs_match_row_by_row(kernel, pad, dilation, size):
-    """Stride 1 with outputs as wide as inputs: col2im on a scratch column buffer
-    adds whole runs into a flat layout; the sums equal the generic col2im's bit for
-    bit (float32, same order of additions per pixel)."""
-    geom = conv.ConvGeometry(kernel, (1, 1), pad, dilation)
-    out = geom.conv_out_shape(size)
-    if min(out) <= 0:
-        pytest.skip("kernel larger than the padded input")
-    cols = _rand(2, 3, *kernel, *out).astype(numpy.float32)
-    assert conv._rows_are_runs(numpy.empty((2, 3) + size), geom, cols)
-    slow = conv.col2im(cols, geom, numpy.full((2, 3) + size, numpy.nan, numpy.float32))
-    fast = conv.col2im(cols.copy(), geom, numpy.full((2, 3) + size, numpy.nan, numpy.float32),
-                       scratch_col=True)
-    numpy.testing.assert_array_equal(fast, slow)
 
 
 def test_conv_rect_fields_and_float32():
@@ -352,16 +289,6 @@ def test_im2col_matches_naive_and_gradient(shape, kernel, stride, pad, dilation,
     check_gradient(layer, bottom, top, max_elements=60)
 
 
-def test_col2im_is_adjoint_of_im2col():
-    geom = conv.ConvGeometry((3, 2), (2, 1), (1, 2), (1, 2))
-    x = _rand(2, 3, 7, 6)
-    out = geom.conv_out_shape(x.shape[2:])
-    cols = conv.im2col(x, geom, numpy.empty((2, 3) + geom.kernel + out))
-    y = _rand(*cols.shape, seed=5)
-    back = conv.col2im(y, geom, numpy.empty_like(x))
-    assert numpy.isclose((cols * y).sum(), (x * back).sum())
-
-
 # --- InnerProduct ---------------------------------------------------------------
 @pytest.mark.parametrize("shape,axis,transpose,bias", [
     ((2, 3, 4, 5), 1, False, True),
@@ -430,17 +357,3 @@ def test_conv_rejects_changed_channels():
 def test_v1_aliases(type_, alias):
     from pycaffe_lite.layer import layer_class
     assert layer_class(alias) is layer_class(type_)
-
-
-def test_geometry_ranges_cover_all_positions():
-    """Every (output, offset) pair is either read from the image or left as padding."""
-    for k, s, p, d, size in itertools.product((1, 2, 3), (1, 2, 3), (0, 1, 2), (1, 2), (1, 4, 5)):
-        geom = conv.ConvGeometry((k,), (s,), (p,), (d,))
-        out = geom.conv_out_shape((size,))[0]
-        if out <= 0:
-            continue
-        for off in range(k):
-            (lo, hi, src), = geom.axis_ranges((off,), (size,), (out,))
-            inside = [o for o in range(out) if 0 <= o * s - p + off * d < size]
-            assert list(range(lo, hi)) == inside
-            assert list(range(size))[src] == [o * s - p + off * d for o in inside]
