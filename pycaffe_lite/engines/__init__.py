@@ -6,6 +6,8 @@ states the maths; it calls its engine for the work:
 * :mod:`.im2col`: im2col / col2im and the chunked GEMMs of Convolution,
   Deconvolution and Im2col (``conv_forward``, ``conv_backward_data``,
   ``conv_backward_weight``, ``im2col``, ``col2im`` over a ``ConvGeometry``).
+* :mod:`.pooling`: the window geometry and reductions of Pooling and SPP
+  (``PoolGeometry``, ``Pooler.forward`` / ``Pooler.backward``).
 
 This is where a CuPy kernel, a compiled (Numba) kernel, a Winograd path or
 the lookup tables of the Q-CNN layers plug in: behind the same functions,

@@ -311,21 +311,6 @@ def test_v1_aliases(type_, alias):
     assert layer_class(alias) is layer_class(type_)
 
 
-def test_phase_layout_roundtrip():
-    """Splitting into stride phases and back loses nothing."""
-    x = numpy.random.RandomState(14).standard_normal((2, 3, 9, 8))
-    for stride, pad in (((2, 3), (1, 0)), ((3, 2), (2, 1)), ((1, 1), (0, 0)), ((1, 1), (1, 2)),
-                        ((4, 5), (0, 0))):
-        geom = pooling.PoolGeometry(x.shape[2:], (3, 3), stride, pad)
-        lay = geom.layout(x, numpy.nan)
-        assert numpy.isnan(lay).sum() == lay.size - x.size          # the border is all fill
-        back = numpy.empty_like(x)
-        acc = geom.gradient_layout(back)
-        acc[...] = lay
-        geom.unlayout(acc, back)
-        numpy.testing.assert_array_equal(back, x)
-
-
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_scratch_buffers_follow_batch_size(method):
     """The layout and result buffers kept from call to call are resized with the batch."""
