@@ -94,7 +94,9 @@ class _ConvolutionBase(Layer):
     min_bottoms = 1
     min_tops = 1
     equal_bottom_top = True
-    reverse_dimensions = False  # Deconvolution: True
+    # Deconvolution: True.  Its forward and bottom gradient are a convolution's
+    # bottom gradient and forward, and its weight maps top to bottom.
+    reverse_dimensions = False
 
     def setup(self, bottom, top):
         cp = self.param.convolution_param
@@ -143,7 +145,9 @@ class _ConvolutionBase(Layer):
             t.reshape(shape)
 
     def output_spatial(self, in_spatial):
-        raise NotImplementedError
+        if self.reverse_dimensions:
+            return self.geom.deconv_out_shape(in_spatial)
+        return self.geom.conv_out_shape(in_spatial)
 
     def effective_weight(self):
         """The weight forward and the bottom gradient use (BinaryConvolution: sign * alpha)."""
@@ -159,20 +163,27 @@ class _ConvolutionBase(Layer):
             self.blobs[1].diff += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
 
     def forward(self, bottom, top):
+        # Deconvolution's forward is a convolution's input gradient.
+        gemm = conv_backward_data if self.reverse_dimensions else conv_forward
         self._weight = self.effective_weight()
         for b, t in zip(bottom, top):
             bias = self.blobs[1].data if self.bias_term else None
-            self._forward_gemm(self._as_batch(b.data), self._weight, self._as_batch(t.data), bias)
+            gemm(self._as_batch(b.data), self._weight, self.geom, self.group,
+                 self._as_batch(t.data), bias)
 
     def backward(self, top, propagate_down, bottom):
+        gemm = conv_forward if self.reverse_dimensions else conv_backward_data
         weight = self._weight if self._weight is not None else self.effective_weight()
         for i, (t, b) in enumerate(zip(top, bottom)):
             dy = self._as_batch(t.diff)
             self._bias_gradient(dy)
             if self.needs_param_gradient(0):
-                self._weight_gradient(self._as_batch(b.data), dy, self.blobs[0].diff)
+                # The columns come from the geometry's image side: Deconvolution's top.
+                x = self._as_batch(b.data)
+                image, output = (dy, x) if self.reverse_dimensions else (x, dy)
+                conv_backward_weight(image, output, self.geom, self.group, self.blobs[0].diff)
             if propagate_down[i]:
-                self._backward_gemm(dy, weight, self._as_batch(b.diff))
+                gemm(dy, weight, self.geom, self.group, self._as_batch(b.diff))
 
 
 @register("Convolution", "CONVOLUTION")
@@ -186,18 +197,6 @@ class ConvolutionLayer(_ConvolutionBase):
     ``out = (in + 2*pad - dilation*(kernel-1) - 1) / stride + 1``.  Weight
     ``[num_output, C/group, *kernel]``, bias ``[num_output]``.
     """
-
-    def output_spatial(self, in_spatial):
-        return self.geom.conv_out_shape(in_spatial)
-
-    def _forward_gemm(self, x, weight, out, bias):
-        conv_forward(x, weight, self.geom, self.group, out, bias)
-
-    def _backward_gemm(self, dy, weight, dx):
-        conv_backward_data(dy, weight, self.geom, self.group, dx)
-
-    def _weight_gradient(self, x, dy, dw):
-        conv_backward_weight(x, dy, self.geom, self.group, dw)
 
 
 @register("Deconvolution", "DECONVOLUTION")
@@ -214,18 +213,6 @@ class DeconvolutionLayer(_ConvolutionBase):
     """
 
     reverse_dimensions = True
-
-    def output_spatial(self, in_spatial):
-        return self.geom.deconv_out_shape(in_spatial)
-
-    def _forward_gemm(self, x, weight, out, bias):
-        conv_backward_data(x, weight, self.geom, self.group, out, bias)
-
-    def _backward_gemm(self, dy, weight, dx):
-        conv_forward(dy, weight, self.geom, self.group, dx)
-
-    def _weight_gradient(self, x, dy, dw):
-        conv_backward_weight(dy, x, self.geom, self.group, dw)
 
 
 @register("Im2col", "IM2COL")
