@@ -34,9 +34,6 @@ def _count(shape, start=0, end=None):
 class _CommonLayer(Layer):
     """Helpers shared by the layers of this module."""
 
-    def _bottom_name(self, i):
-        return self.param.bottom[i] if i < len(self.param.bottom) else f"bottom[{i}]"
-
     def _top_name(self, i):
         return self.param.top[i] if i < len(self.param.top) else f"top[{i}]"
 
@@ -46,7 +43,7 @@ class _CommonLayer(Layer):
             return blob.canonical_axis(axis)
         except CaffeError:
             raise self.error(f"{field} {axis} is out of range for bottom "
-                             f"'{self._bottom_name(i)}' of shape {blob.shape} (expected "
+                             f"'{self.bottom_name(i)}' of shape {blob.shape} (expected "
                              f"{-blob.num_axes} <= {field} < {blob.num_axes})") from None
 
     def _check_axis_or_legacy(self, field, legacy):
@@ -64,7 +61,7 @@ class _CommonLayer(Layer):
             axis = int(getattr(p, legacy))
             if axis >= blob.num_axes:
                 raise self.error(f"{legacy} {axis} is out of range for bottom "
-                                 f"'{self._bottom_name(0)}' of shape {blob.shape}")
+                                 f"'{self.bottom_name(0)}' of shape {blob.shape}")
             return axis
         return self._canonical_axis(blob, p.axis, f"{field}.axis")
 
@@ -72,7 +69,7 @@ class _CommonLayer(Layer):
         for j, t in enumerate(top):
             if t is bottom[0]:
                 raise self.error(f"does not allow in-place computation (top "
-                                 f"'{self._top_name(j)}' is bottom '{self._bottom_name(0)}')")
+                                 f"'{self._top_name(j)}' is bottom '{self.bottom_name(0)}')")
 
     # --- data sharing (Caffe's ShareData) ----------------------------------------
     @staticmethod
@@ -110,11 +107,11 @@ class ConcatLayer(_CommonLayer):
         for i, b in enumerate(bottom[1:], 1):
             if b.num_axes != first.num_axes:
                 raise self.error(f"all bottoms must have the same number of axes: "
-                                 f"'{self._bottom_name(i)}' has shape {b.shape}, "
-                                 f"'{self._bottom_name(0)}' has {first.shape}")
+                                 f"'{self.bottom_name(i)}' has shape {b.shape}, "
+                                 f"'{self.bottom_name(0)}' has {first.shape}")
             for k in range(first.num_axes):
                 if k != axis and b.shape[k] != first.shape[k]:
-                    raise self.error(f"bottom '{self._bottom_name(i)}' has shape {b.shape}, "
+                    raise self.error(f"bottom '{self.bottom_name(i)}' has shape {b.shape}, "
                                      f"expected {first.shape} except along axis {axis}")
             shape[axis] += b.shape[axis]
         if len(bottom) == 1:
@@ -168,7 +165,7 @@ class SliceLayer(_CommonLayer):
         if self.slice_points:
             if len(top) > length:
                 raise self.error(f"{len(top)} tops cannot slice axis {axis} of bottom "
-                                 f"'{self._bottom_name(0)}' (shape {x.shape})")
+                                 f"'{self.bottom_name(0)}' (shape {x.shape})")
             sizes, prev = [], 0
             for point in self.slice_points:
                 if point <= prev:
@@ -178,12 +175,12 @@ class SliceLayer(_CommonLayer):
                 prev = point
             if prev > length:
                 raise self.error(f"slice_point {prev} is beyond axis {axis} of bottom "
-                                 f"'{self._bottom_name(0)}' (size {length})")
+                                 f"'{self.bottom_name(0)}' (size {length})")
             sizes.append(length - prev)
         else:
             if length % len(top):
                 raise self.error(f"{len(top)} tops do not evenly divide axis {axis} "
-                                 f"(size {length}) of bottom '{self._bottom_name(0)}'")
+                                 f"(size {length}) of bottom '{self.bottom_name(0)}'")
             sizes = [length // len(top)] * len(top)
         self.sizes = sizes
         for t, size in zip(top, sizes):
@@ -323,16 +320,16 @@ class ReshapeLayer(_ViewLayer):
         start = p.axis if p.axis >= 0 else n + p.axis + 1
         if not 0 <= start <= n:
             raise self.error(f"reshape_param.axis {p.axis} is out of range for bottom "
-                             f"'{self._bottom_name(0)}' of shape {x.shape}")
+                             f"'{self.bottom_name(0)}' of shape {x.shape}")
         end = n if p.num_axes == -1 else start + p.num_axes
         if end > n:
             raise self.error(f"reshape_param.axis + num_axes = {end} is beyond the {n} axes "
-                             f"of bottom '{self._bottom_name(0)}' (shape {x.shape})")
+                             f"of bottom '{self.bottom_name(0)}' (shape {x.shape})")
         shape = list(x.shape[:start]) + list(self.dims) + list(x.shape[end:])
         for i in self.copy_axes:
             if start + i >= n:
                 raise self.error(f"reshape_param.shape has a 0 at position {i}, but bottom "
-                                 f"'{self._bottom_name(0)}' (shape {x.shape}) has no axis "
+                                 f"'{self.bottom_name(0)}' (shape {x.shape}) has no axis "
                                  f"{start + i} to copy")
             shape[start + i] = x.shape[start + i]
         if self.inferred_axis >= 0:
@@ -340,13 +337,13 @@ class ReshapeLayer(_ViewLayer):
             for i in self.copy_axes:
                 explicit *= shape[start + i]
             if explicit == 0 or x.count % explicit:
-                raise self.error(f"bottom '{self._bottom_name(0)}' count {x.count} (shape "
+                raise self.error(f"bottom '{self.bottom_name(0)}' count {x.count} (shape "
                                  f"{x.shape}) is not divisible by the product of the "
                                  f"specified dimensions ({explicit})")
             shape[start + self.inferred_axis] = x.count // explicit
         if _count(shape) != x.count:
             raise self.error(f"output shape {tuple(shape)} has {_count(shape)} elements, "
-                             f"bottom '{self._bottom_name(0)}' {x.shape} has {x.count}")
+                             f"bottom '{self.bottom_name(0)}' {x.shape} has {x.count}")
         return tuple(shape)
 
 
@@ -377,8 +374,8 @@ class CropLayer(_CommonLayer):
         x, ref = bottom
         start = self._canonical_axis(x, p.axis, "crop_param.axis")
         if ref.num_axes < x.num_axes:
-            raise self.error(f"bottom '{self._bottom_name(1)}' has shape {ref.shape}, "
-                             f"expected at least {x.num_axes} axes like '{self._bottom_name(0)}'")
+            raise self.error(f"bottom '{self.bottom_name(1)}' has shape {ref.shape}, "
+                             f"expected at least {x.num_axes} axes like '{self.bottom_name(0)}'")
         offsets, shape = [], []
         for i in range(x.num_axes):
             offset, size = 0, x.shape[i]
@@ -390,7 +387,7 @@ class CropLayer(_CommonLayer):
                     offset = int(p.offset[i - start])
                 if x.shape[i] - offset < size:
                     raise self.error(f"the crop of axis {i} is out of bounds: bottom "
-                                     f"'{self._bottom_name(0)}' has size {x.shape[i]}, offset "
+                                     f"'{self.bottom_name(0)}' has size {x.shape[i]}, offset "
                                      f"{offset} + crop size {size} exceeds it")
             offsets.append(offset)
             shape.append(size)
@@ -438,8 +435,8 @@ class EltwiseLayer(_CommonLayer):
     def reshape(self, bottom, top):
         for i, b in enumerate(bottom[1:], 1):
             if b.shape != bottom[0].shape:
-                raise self.error(f"bottom '{self._bottom_name(i)}' has shape {b.shape}, "
-                                 f"expected {bottom[0].shape} like '{self._bottom_name(0)}'")
+                raise self.error(f"bottom '{self.bottom_name(i)}' has shape {b.shape}, "
+                                 f"expected {bottom[0].shape} like '{self.bottom_name(0)}'")
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
@@ -641,17 +638,17 @@ class ArgMaxLayer(_CommonLayer):
                                              "argmax_param.axis")
             if self.top_k > x.shape[self.axis]:
                 raise self.error(f"argmax_param.top_k {self.top_k} exceeds axis {self.axis} "
-                                 f"of bottom '{self._bottom_name(0)}' (shape {x.shape})")
+                                 f"of bottom '{self.bottom_name(0)}' (shape {x.shape})")
             shape = list(x.shape)
             shape[self.axis] = self.top_k
         else:
             if x.num_axes < 1:
-                raise self.error(f"bottom '{self._bottom_name(0)}' must have at least one "
+                raise self.error(f"bottom '{self.bottom_name(0)}' must have at least one "
                                  "axis (the items), got a 0-d blob")
             if self.top_k > x.count_range(1):
                 raise self.error(f"argmax_param.top_k {self.top_k} exceeds the "
                                  f"{x.count_range(1)} values per item of bottom "
-                                 f"'{self._bottom_name(0)}' (shape {x.shape})")
+                                 f"'{self.bottom_name(0)}' (shape {x.shape})")
             shape = [1] * max(x.num_axes, 3)
             shape[0] = x.shape[0]
             shape[2] = self.top_k
@@ -687,7 +684,7 @@ class ArgMaxLayer(_CommonLayer):
     def backward(self, top, propagate_down, bottom):
         if any(propagate_down):
             raise self.error("ArgMax has no backward pass (asked to propagate to bottom "
-                             f"'{self._bottom_name(0)}')")
+                             f"'{self.bottom_name(0)}')")
 
 
 def _as_indices(layer, blob, i, upper, what):
@@ -697,7 +694,7 @@ def _as_indices(layer, blob, i, upper, what):
     outside = ~((values >= 0) & (values < upper))  # NaN counts as outside
     if values.size and bool(outside.any()):
         bad = float(values[outside].reshape(-1)[0])
-        raise layer.error(f"bottom '{layer._bottom_name(i)}' holds {what} {bad:g}, expected "
+        raise layer.error(f"bottom '{layer.bottom_name(i)}' holds {what} {bad:g}, expected "
                           f"values in [0, {upper})")
     return values.astype(xp.int64)  # truncation toward zero, as static_cast<int>
 
@@ -717,10 +714,10 @@ class BatchReindexLayer(_CommonLayer):
     def reshape(self, bottom, top):
         x, idx = bottom
         if idx.num_axes != 1:
-            raise self.error(f"bottom '{self._bottom_name(1)}' (the indices) must be 1-D, "
+            raise self.error(f"bottom '{self.bottom_name(1)}' (the indices) must be 1-D, "
                              f"got shape {idx.shape}")
         if x.num_axes < 1:
-            raise self.error(f"bottom '{self._bottom_name(0)}' must have a batch axis, "
+            raise self.error(f"bottom '{self.bottom_name(0)}' must have a batch axis, "
                              "got a 0-d blob")
         top[0].reshape((idx.shape[0],) + x.shape[1:])
 
@@ -732,7 +729,7 @@ class BatchReindexLayer(_CommonLayer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:
             raise self.error(f"cannot backpropagate to the indices "
-                             f"'{self._bottom_name(1)}'")
+                             f"'{self.bottom_name(1)}'")
         if not propagate_down[0]:
             return
         xp = get_array_module(bottom[0].data)
@@ -764,13 +761,13 @@ class FilterLayer(_CommonLayer):
         selector = bottom[-1]
         last = len(bottom) - 1
         if selector.num_axes < 1 or any(d != 1 for d in selector.shape[1:]):
-            raise self.error(f"selector '{self._bottom_name(last)}' has shape "
+            raise self.error(f"selector '{self.bottom_name(last)}' has shape "
                              f"{selector.shape}, expected (N, 1, ..., 1)")
         for i, b in enumerate(bottom[:-1]):
             if b.num_axes < 1 or b.shape[0] != selector.shape[0]:
-                raise self.error(f"bottom '{self._bottom_name(i)}' has shape {b.shape}, "
+                raise self.error(f"bottom '{self.bottom_name(i)}' has shape {b.shape}, "
                                  f"expected {selector.shape[0]} items like the selector "
-                                 f"'{self._bottom_name(last)}'")
+                                 f"'{self.bottom_name(last)}'")
         xp = get_array_module(selector.data)
         self.index = xp.nonzero(selector.data.reshape(-1))[0]
         kept = int(self.index.size)
@@ -788,7 +785,7 @@ class FilterLayer(_CommonLayer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[-1]:
             raise self.error(f"cannot backpropagate to the selector "
-                             f"'{self._bottom_name(len(bottom) - 1)}'")
+                             f"'{self.bottom_name(len(bottom) - 1)}'")
         n = int(self.index.size)
         for i, (t, b) in enumerate(zip(top, bottom)):
             if propagate_down[i]:
@@ -861,7 +858,7 @@ class EmbedLayer(_CommonLayer):
         values = bottom[0].data
         if values.size and bool(xp.any(values != xp.floor(values))):
             bad = float(values[values != xp.floor(values)].reshape(-1)[0])
-            raise self.error(f"bottom '{self._bottom_name(0)}' holds the non-integer index "
+            raise self.error(f"bottom '{self.bottom_name(0)}' holds the non-integer index "
                              f"{bad:g}")
         self.index = _as_indices(self, bottom[0], 0, self.input_dim, "index")
         y = self.blobs[0].data[self.index]
@@ -871,7 +868,7 @@ class EmbedLayer(_CommonLayer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            raise self.error(f"cannot backpropagate to the indices '{self._bottom_name(0)}'")
+            raise self.error(f"cannot backpropagate to the indices '{self.bottom_name(0)}'")
         xp = get_array_module(top[0].diff)
         dy = top[0].diff.reshape(-1, self.num_output)
         xp.add.at(self.blobs[0].diff, self.index.reshape(-1), dy)

@@ -61,7 +61,7 @@ def _read_geometry(layer, cp, bottom):
         channel_axis = bottom[0].canonical_axis(cp.axis)
     except CaffeError:
         raise layer.error(f"convolution_param.axis {cp.axis} out of range for bottom "
-                          f"'{_bottom_name(layer, 0)}' of shape {bottom[0].shape}") from None
+                          f"'{layer.bottom_name(0)}' of shape {bottom[0].shape}") from None
     num_spatial = bottom[0].num_axes - channel_axis - 1
     geom = ConvGeometry(
         _spatial_values(layer, cp, "kernel_size", num_spatial, None),
@@ -71,13 +71,9 @@ def _read_geometry(layer, cp, bottom):
     return channel_axis, num_spatial, geom
 
 
-def _bottom_name(layer, i):
-    return layer.param.bottom[i] if len(layer.param.bottom) > i else str(i)
-
-
 def _check_out_shape(layer, in_shape, geom, out_shape, i):
     if any(o <= 0 for o in out_shape):
-        raise layer.error(f"bottom '{_bottom_name(layer, i)}' spatial shape {tuple(in_shape)} "
+        raise layer.error(f"bottom '{layer.bottom_name(i)}' spatial shape {tuple(in_shape)} "
                           f"is too small for kernel extent {geom.extent}, pad {geom.pad}, "
                           f"stride {geom.stride}: output shape {tuple(out_shape)}")
 
@@ -107,7 +103,7 @@ class _ConvolutionBase(Layer):
         if self.num_output <= 0:
             raise self.error(f"convolution_param.num_output must be > 0, got {self.num_output}")
         if self.group <= 0 or self.channels % self.group:
-            raise self.error(f"bottom '{_bottom_name(self, 0)}' has {self.channels} channels, "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has {self.channels} channels, "
                              f"not a multiple of group {self.group}")
         if self.num_output % self.group:
             raise self.error(f"num_output {self.num_output} should be a multiple of group "
@@ -126,17 +122,17 @@ class _ConvolutionBase(Layer):
     def reshape(self, bottom, top):
         first = bottom[0]
         if first.num_axes != self.channel_axis + 1 + self.num_spatial:
-            raise self.error(f"bottom num_axes may not change: bottom '{_bottom_name(self, 0)}' "
+            raise self.error(f"bottom num_axes may not change: bottom '{self.bottom_name(0)}' "
                              f"has shape {first.shape}, expected "
                              f"{self.channel_axis + 1 + self.num_spatial} axes")
         if first.shape[self.channel_axis] != self.channels:
             raise self.error(f"input size incompatible with convolution kernel: bottom "
-                             f"'{_bottom_name(self, 0)}' has {first.shape[self.channel_axis]} "
+                             f"'{self.bottom_name(0)}' has {first.shape[self.channel_axis]} "
                              f"channels, expected {self.channels}")
         for i, b in enumerate(bottom[1:], 1):
             if b.shape != first.shape:
-                raise self.error(f"shape mismatch - bottom '{_bottom_name(self, 0)}': "
-                                 f"{first.shape} vs. bottom '{_bottom_name(self, i)}': {b.shape}")
+                raise self.error(f"shape mismatch - bottom '{self.bottom_name(0)}': "
+                                 f"{first.shape} vs. bottom '{self.bottom_name(i)}': {b.shape}")
         in_spatial = first.shape[self.channel_axis + 1:]
         out_spatial = self.output_spatial(in_spatial)
         _check_out_shape(self, in_spatial, self.geom, out_spatial, 0)
@@ -233,13 +229,13 @@ class Im2colLayer(Layer):
         cp = self.param.convolution_param
         self.channel_axis, self.num_spatial, self.geom = _read_geometry(self, cp, bottom)
         if self.num_spatial < 1:
-            raise self.error(f"bottom '{_bottom_name(self, 0)}' of shape {bottom[0].shape} has "
+            raise self.error(f"bottom '{self.bottom_name(0)}' of shape {bottom[0].shape} has "
                              f"no spatial axis after channel axis {self.channel_axis}")
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
         if len(shape) != self.channel_axis + 1 + self.num_spatial:
-            raise self.error(f"bottom num_axes may not change: bottom '{_bottom_name(self, 0)}' "
+            raise self.error(f"bottom num_axes may not change: bottom '{self.bottom_name(0)}' "
                              f"has shape {shape}, expected "
                              f"{self.channel_axis + 1 + self.num_spatial} axes")
         in_spatial = shape[self.channel_axis + 1:]
@@ -292,7 +288,7 @@ class InnerProductLayer(Layer):
             self.axis = bottom[0].canonical_axis(p.axis)
         except CaffeError:
             raise self.error(f"inner_product_param.axis {p.axis} out of range for bottom "
-                             f"'{_bottom_name(self, 0)}' of shape {bottom[0].shape}") from None
+                             f"'{self.bottom_name(0)}' of shape {bottom[0].shape}") from None
         self.k = bottom[0].count_range(self.axis)
         shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
         self.blobs = []
@@ -308,7 +304,7 @@ class InnerProductLayer(Layer):
             axis = -1
         if axis != self.axis or bottom[0].count_range(axis) != self.k:
             raise self.error(f"input size incompatible with inner product parameters: bottom "
-                             f"'{_bottom_name(self, 0)}' of shape {bottom[0].shape} has "
+                             f"'{self.bottom_name(0)}' of shape {bottom[0].shape} has "
                              f"{bottom[0].count_range(self.axis)} inputs from axis {self.axis}, "
                              f"expected {self.k}")
         top[0].reshape(bottom[0].shape[:self.axis] + (self.num_output,))

@@ -761,8 +761,8 @@ class HDF5OutputLayer(Layer):
 
     def reshape(self, bottom, top):
         if bottom[0].num != bottom[1].num:
-            raise self.error(f"data blob '{self.param.bottom[0]}' and label blob "
-                             f"'{self.param.bottom[1]}' must have the same batch size, got "
+            raise self.error(f"data blob '{self.bottom_name(0)}' and label blob "
+                             f"'{self.bottom_name(1)}' must have the same batch size, got "
                              f"{bottom[0].num} and {bottom[1].num}")
 
     def forward(self, bottom, top):

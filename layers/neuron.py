@@ -76,9 +76,6 @@ class _ElementwiseLayer(NeuronLayer):
         parallel.for_each(parallel.slices(n, _PIECE),
                           lambda part, _: fn(*(f[part] for f in flat)))
 
-    def _bottom_name(self):
-        return f"'{self.param.bottom[0]}'" if self.param.bottom else "0"
-
     def _const(self, value):
         """A parameter rounded to the blobs' dtype, as Caffe stores it in a ``Dtype``."""
         return self.dtype.type(value)
@@ -363,13 +360,13 @@ class PReLULayer(_ElementwiseLayer):
 
     def _check_axes(self, bottom):
         if bottom[0].num_axes < 2:
-            raise self.error(f"bottom {self._bottom_name()} must have at least 2 axes "
+            raise self.error(f"bottom '{self.bottom_name(0)}' must have at least 2 axes "
                              f"(N, C, ...), got shape {bottom[0].shape}")
 
     def reshape(self, bottom, top):
         self._check_axes(bottom)
         if not self.channel_shared and bottom[0].shape[1] != self.channels:
-            raise self.error(f"bottom {self._bottom_name()} has {bottom[0].shape[1]} "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has {bottom[0].shape[1]} "
                              f"channels (shape {bottom[0].shape}), expected {self.channels} "
                              "as at setup")
         super().reshape(bottom, top)
@@ -528,7 +525,7 @@ class ThresholdLayer(_ElementwiseLayer):
         if propagate_down[0]:
             raise BackwardNotImplementedError(
                 self, f"has no backward in Caffe; cannot propagate a gradient to bottom "
-                      f"{self._bottom_name()} (set "
+                      f"'{self.bottom_name(0)}' (set "
                       "propagate_down: false or remove force_backward)")
 
 

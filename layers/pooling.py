@@ -25,9 +25,8 @@ _PART_ELEMENTS = 1 << 20
 
 def _check_4d(layer, bottom):
     if bottom[0].num_axes != 4:
-        name = layer.param.bottom[0] if layer.param.bottom else "0"
-        raise layer.error(f"bottom '{name}' must have 4 axes (num, channels, height, width), "
-                          f"got shape {bottom[0].shape}")
+        raise layer.error(f"bottom '{layer.bottom_name(0)}' must have 4 axes (num, channels, "
+                          f"height, width), got shape {bottom[0].shape}")
 
 
 def _make_geometry(layer, in_hw, kernel, stride, pad, round_mode):

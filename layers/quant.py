@@ -327,11 +327,11 @@ class BinActivLayer(_ElementwiseLayer):
                              "kernel_w) of the following convolution; got none")
         if len(top) == 2 and top[1] is bottom[0]:
             raise self.error("top 1 (K) cannot be computed in place over the bottom "
-                             f"{self._bottom_name()}; give it a blob of its own")
+                             f"'{self.bottom_name(0)}'; give it a blob of its own")
         if not has_kernel:
             return
         if bottom[0].num_axes < 3:
-            raise self.error(f"bottom {self._bottom_name()} has shape {bottom[0].shape}; the "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has shape {bottom[0].shape}; the "
                              "K window (convolution_param) needs [N, C, *spatial]")
         channel_axis, _, self.geom = _read_geometry(self, cp, bottom)
         if channel_axis != 1:
@@ -348,7 +348,7 @@ class BinActivLayer(_ElementwiseLayer):
         if len(top) < 2:
             return
         if len(shape) != 2 + len(self.geom.kernel):
-            raise self.error(f"bottom {self._bottom_name()} has shape {shape}; expected "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has shape {shape}; expected "
                              f"{2 + len(self.geom.kernel)} axes (as at setup)")
         out = self.geom.conv_out_shape(shape[2:])
         _check_out_shape(self, shape[2:], self.geom, out, 0)

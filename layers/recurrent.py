@@ -116,17 +116,13 @@ class _RecurrentLayer(Layer):
             self.add_param_blob(shape, rp.weight_filler if filler == "weight" else rp.bias_filler)
         self._carry = None  # states kept between forward calls (no expose_hidden)
 
-    def _bottom_name(self, i):
-        names = self.param.bottom
-        return names[i] if i < len(names) else f"#{i}"
-
     def _check_x_cont(self, bottom):
         x, cont = bottom[0], bottom[1]
         if x.num_axes < 2:
-            raise self.error(f"bottom '{self._bottom_name(0)}' must have at least 2 axes "
+            raise self.error(f"bottom '{self.bottom_name(0)}' must have at least 2 axes "
                              f"(#timesteps, #streams, ...), got shape {x.shape}")
         if cont.shape != x.shape[:2]:
-            raise self.error(f"bottom '{self._bottom_name(1)}' (sequence continuation indicators) "
+            raise self.error(f"bottom '{self.bottom_name(1)}' (sequence continuation indicators) "
                              f"must have shape (#timesteps, #streams) = {x.shape[:2]}, "
                              f"got {cont.shape}")
 
@@ -134,24 +130,24 @@ class _RecurrentLayer(Layer):
         n = bottom[0].shape[1]
         xs = bottom[2]
         if xs.num_axes < 1 or xs.shape[0] != n:
-            raise self.error(f"bottom '{self._bottom_name(2)}' (static input) must have shape "
+            raise self.error(f"bottom '{self.bottom_name(2)}' (static input) must have shape "
                              f"(#streams = {n}, ...), got {xs.shape}")
 
     def reshape(self, bottom, top):
         self._check_x_cont(bottom)
         if bottom[0].shape[0] != self.T:
-            raise self.error(f"bottom '{self._bottom_name(0)}': the number of timesteps changed "
+            raise self.error(f"bottom '{self.bottom_name(0)}': the number of timesteps changed "
                              f"from {self.T} to {bottom[0].shape[0]}")
         n = bottom[0].shape[1]
         if bottom[0].count_range(2) != self.blobs[0].shape[1]:
-            raise self.error(f"bottom '{self._bottom_name(0)}' {bottom[0].shape} has "
+            raise self.error(f"bottom '{self.bottom_name(0)}' {bottom[0].shape} has "
                              f"{bottom[0].count_range(2)} input values per step, the weights "
                              f"expect {self.blobs[0].shape[1]}")
         if self.static_input:
             self._check_static(bottom)
             expected = self.blobs[2].shape[1]
             if bottom[2].count_range(1) != expected:
-                raise self.error(f"bottom '{self._bottom_name(2)}' (static input) "
+                raise self.error(f"bottom '{self.bottom_name(2)}' (static input) "
                                  f"{bottom[2].shape} has {bottom[2].count_range(1)} values per "
                                  f"stream, the weights expect {expected}")
         state_shape = (1, n, self.num_output)
@@ -160,7 +156,7 @@ class _RecurrentLayer(Layer):
             for k, name in enumerate(self.state_names):
                 got = bottom[first + k].shape
                 if got != state_shape:
-                    raise self.error(f"bottom '{self._bottom_name(first + k)}' (initial {name}) "
+                    raise self.error(f"bottom '{self.bottom_name(first + k)}' (initial {name}) "
                                      f"must have shape {state_shape}, got {got}")
         top[0].reshape((self.T, n, self.num_output))
         for k in range(1, len(top)):
@@ -372,15 +368,14 @@ class LSTMUnitLayer(Layer):
 
     def reshape(self, bottom, top):
         c_prev, gates, cont = bottom
-        names = list(self.param.bottom) + ["#0", "#1", "#2"][len(self.param.bottom):]
         n = c_prev.shape[1] if c_prev.num_axes > 1 else None
         for k, (blob, axes) in enumerate(((c_prev, 3), (gates, 3), (cont, 2))):
             if blob.num_axes != axes or blob.shape[0] != 1 or blob.shape[1] != n:
-                raise self.error(f"bottom '{names[k]}' must have {axes} axes shaped "
+                raise self.error(f"bottom '{self.bottom_name(k)}' must have {axes} axes shaped "
                                  f"(1, #streams{', ...' if axes == 3 else ''}) with the #streams "
-                                 f"of '{names[0]}' {c_prev.shape}, got {blob.shape}")
+                                 f"of '{self.bottom_name(0)}' {c_prev.shape}, got {blob.shape}")
         if gates.shape[2] != 4 * c_prev.shape[2]:
-            raise self.error(f"bottom '{names[1]}' must have 4 * {c_prev.shape[2]} gate inputs "
+            raise self.error(f"bottom '{self.bottom_name(1)}' must have 4 * {c_prev.shape[2]} gate inputs "
                              f"on axis 2 (shape {(1, n, 4 * c_prev.shape[2])}), got {gates.shape}")
         top[0].reshape(c_prev.shape)
         top[1].reshape(c_prev.shape)
@@ -394,7 +389,7 @@ class LSTMUnitLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[2]:
             raise self.error("cannot backpropagate to the sequence continuation indicators "
-                             f"'{self.param.bottom[2] if len(self.param.bottom) > 2 else '#2'}'")
+                             f"'{self.bottom_name(2)}'")
         if not (propagate_down[0] or propagate_down[1]):
             return
         c_prev = bottom[0].data

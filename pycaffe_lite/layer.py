@@ -96,8 +96,9 @@ class Layer:
         return LayerError(self, message)
 
     def bottom_name(self, i):
-        """The prototxt name of bottom ``i`` (``#i`` when the param names none)."""
-        return self.param.bottom[i] if i < len(self.param.bottom) else f"#{i}"
+        """The prototxt name of bottom ``i`` for messages (``bottom[i]`` when the
+        param names none, as for a layer built outside a net)."""
+        return self.param.bottom[i] if i < len(self.param.bottom) else f"bottom[{i}]"
 
     def make_blob(self, shape):
         return Blob(shape, xp=self.xp, dtype=self.dtype)

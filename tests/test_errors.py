@@ -1,4 +1,6 @@
 """Bad input gets a clear error naming the file, the layer and the blob."""
+import re
+
 import numpy
 import pytest
 
@@ -128,3 +130,25 @@ def test_errors_are_caffe_errors_not_numpy_tracebacks(tmp_path):
                     'concat_param { axis: 5 } }')
     with pytest.raises(CaffeError, match="layer 'c'"):
         caffe.Net(str(path), caffe.TEST)
+
+
+@pytest.mark.parametrize("lp,shapes,tops,message", [
+    ('type: "Convolution" convolution_param { num_output: 2 kernel_size: 7 }',
+     [(1, 2, 5, 5)], 1, "bottom 'BOTTOM0' spatial shape"),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 }', [(1, 2, 5)], 1,
+     "bottom 'BOTTOM0' must have 4 axes"),
+    ('type: "PReLU"', [(3,)], 1, "bottom 'BOTTOM0' must have at least 2 axes"),
+    ('type: "HDF5Output" hdf5_output_param { file_name: "FILE" }', [(2, 3), (3, 1)], 0,
+     "data blob 'BOTTOM0' and label blob 'BOTTOM1'"),
+])
+@pytest.mark.parametrize("named", [True, False])
+def test_bad_bottom_is_named_by_the_layer_base(lp, shapes, tops, message, named, tmp_path):
+    """Every layer names a bottom through Layer.bottom_name: its prototxt name, or
+    ``bottom[i]`` for a layer set up outside a net with unnamed bottoms."""
+    from pycaffe_lite.testing.gradient_check import make_layer
+    names = ["x", "y"][:len(shapes)] if named else []
+    lp = lp.replace("FILE", str(tmp_path / "out.h5")) + "".join(f' bottom: "{n}"' for n in names)
+    for i in range(len(shapes)):
+        message = message.replace(f"BOTTOM{i}", names[i] if named else f"bottom[{i}]")
+    with pytest.raises(CaffeError, match=r"layer '\w+' \(type \w+\): .*" + re.escape(message)):
+        make_layer(lp, [numpy.zeros(s) for s in shapes], num_tops=tops)
