@@ -13,4 +13,5 @@ from . import (  # noqa: F401
     python_layer,
     quant,
     recurrent,
+    shape,
 )

@@ -1,5 +1,6 @@
-"""Concat, Slice, Split, Flatten, Reshape, Crop, Eltwise, Tile, Reduction, Silence,
-ArgMax, BatchReindex, Filter, Parameter and Embed (layers/common.py).
+"""Concat, Slice, Split, Flatten, Reshape, Crop, Tile, Silence, BatchReindex and
+Filter (layers/shape.py); Eltwise, Reduction, ArgMax, Parameter and Embed
+(layers/common.py).
 
 Value tests compare with naive references written here (loops where the layer
 does index arithmetic); gradient tests go through the shared checker in float64.
