@@ -6,6 +6,8 @@ from . import (  # noqa: F401
     common,
     conv,
     data,
+    hdf5,
+    inputs,
     loss,
     neuron,
     normalization,

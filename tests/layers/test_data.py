@@ -1,4 +1,5 @@
-"""Tests of the data layers (layers/data.py) and the DataTransformer.
+"""Tests of the data layers (layers/data.py, layers/inputs.py, layers/hdf5.py) and
+the DataTransformer.
 
 Data layers have no bottoms and no backward, so there is no gradient to
 check: each layer gets value tests against a naive reference (Caffe's loops
