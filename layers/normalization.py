@@ -72,16 +72,10 @@ def _reuse(buffer, like):
     return buffer
 
 
-def _name(layer, i):
-    """The prototxt name of bottom ``i`` (``bottom[i]`` when the param names none)."""
-    names = layer.param.bottom
-    return names[i] if i < len(names) else f"bottom[{i}]"
-
-
 def _canonical_axis(layer, blob, axis, field):
     n = blob.num_axes
     if not -n <= axis < max(n, 1):
-        raise layer.error(f"{field} {axis} out of range for bottom '{_name(layer, 0)}' "
+        raise layer.error(f"{field} {axis} out of range for bottom '{layer.bottom_name(0)}' "
                           f"of shape {blob.shape}; expected an axis in [{-n}, {n})")
     return axis + n if axis < 0 else axis
 
@@ -94,7 +88,7 @@ def _operand_shape(layer, bottom0, axis, num_axes, field):
                           f"of bottom[0]; got {num_axes}")
     if num_axes >= 0 and bottom0.num_axes < axis + num_axes:
         raise layer.error(f"{field}: a {num_axes}-axis operand starting at axis {axis} extends "
-                          f"past bottom '{_name(layer, 0)}' of shape {bottom0.shape}")
+                          f"past bottom '{layer.bottom_name(0)}' of shape {bottom0.shape}")
     end = None if num_axes == -1 else axis + num_axes
     return bottom0.shape[axis:end]
 
@@ -109,7 +103,7 @@ def _broadcast_dims(layer, bottom0, operand_shape, axis, what):
     dims = bottom0.shape[axis:axis + k]
     if bottom0.num_axes < axis + k or tuple(dims) != tuple(operand_shape):
         raise layer.error(f"{what} of shape {tuple(operand_shape)} does not match bottom "
-                          f"'{_name(layer, 0)}' of shape {bottom0.shape} at axes "
+                          f"'{layer.bottom_name(0)}' of shape {bottom0.shape} at axes "
                           f"[{axis}, {axis + k}); expected {what} shape {tuple(dims)}")
     outer = bottom0.count_range(0, axis)
     dim = bottom0.count_range(axis, axis + k)
@@ -180,7 +174,7 @@ class BatchNormLayer(NeuronLayer):
         self.moving_average_fraction = p.moving_average_fraction
         self.eps = p.eps
         if bottom[0].num_axes == 0:
-            raise self.error(f"bottom '{_name(self, 0)}' is 0-D; expected (N, C, ...)")
+            raise self.error(f"bottom '{self.bottom_name(0)}' is 0-D; expected (N, C, ...)")
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         self.blobs = [self.make_blob((self.channels,)), self.make_blob((self.channels,)),
                       self.make_blob((1,))]
@@ -189,7 +183,7 @@ class BatchNormLayer(NeuronLayer):
     def reshape(self, bottom, top):
         channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         if bottom[0].num_axes == 0 or channels != self.channels:
-            raise self.error(f"bottom '{_name(self, 0)}' has shape {bottom[0].shape}; "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has shape {bottom[0].shape}; "
                              f"expected {self.channels} channels on axis 1")
         top[0].reshape(bottom[0].shape)
 
@@ -265,7 +259,7 @@ class MVNLayer(NeuronLayer):
     def reshape(self, bottom, top):
         shape = bottom[0].shape
         if not 1 <= len(shape) <= 4:
-            raise self.error(f"bottom '{_name(self, 0)}' has shape {shape}; expected "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has shape {shape}; expected "
                              "1 to 4 axes (N, C, H, W)")
         top[0].reshape(shape)
 
@@ -331,7 +325,7 @@ class LRNLayer(NeuronLayer):
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes != 4:
-            raise self.error(f"bottom '{_name(self, 0)}' has shape {bottom[0].shape}; "
+            raise self.error(f"bottom '{self.bottom_name(0)}' has shape {bottom[0].shape}; "
                              "expected 4 axes (num, channels, height, width)")
         top[0].reshape(bottom[0].shape)
 

@@ -140,6 +140,9 @@ def test_errors_are_caffe_errors_not_numpy_tracebacks(tmp_path):
     ('type: "PReLU"', [(3,)], 1, "bottom 'BOTTOM0' must have at least 2 axes"),
     ('type: "HDF5Output" hdf5_output_param { file_name: "FILE" }', [(2, 3), (3, 1)], 0,
      "data blob 'BOTTOM0' and label blob 'BOTTOM1'"),
+    ('type: "LRN"', [(1, 2, 5)], 1, "bottom 'BOTTOM0' has shape (1, 2, 5); expected 4 axes"),
+    ('type: "Softmax" softmax_param { axis: 5 }', [(2, 3)], 1,
+     "softmax_param.axis 5 out of range for bottom 'BOTTOM0'"),
 ])
 @pytest.mark.parametrize("named", [True, False])
 def test_bad_bottom_is_named_by_the_layer_base(lp, shapes, tops, message, named, tmp_path):
