@@ -29,7 +29,10 @@ RULES = {
     "quantised off": (1e-3, "fraction of a quantised array's elements one level off"),
     "irreproducible cosine": (0.05, "1 - cosine, for arrays Caffe's own rerun did not "
                                     "reproduce (meta.repeat_run)"),
-    "kink cosine": (0.05, "1 - cosine, for the arrays behind a kink (BEHIND_A_KINK)"),
+    "kink forward": (1e-5, "end-to-end forward, for the blobs and params after a kink "
+                           "(KINKS)"),
+    "kink backward": (1e-4, "end-to-end backward, for the diffs after a kink"),
+    "kink cosine": (0.05, "1 - cosine, for the end-to-end diffs before a kink"),
     "rounding noise": (16.0, "max |ours| / (float32 eps * sum |top diff|), for param diffs "
                              "that are zero up to rounding in Caffe"),
     "binarised forward": (1e-4, "max relative difference of the binarised deploy net's output"),
@@ -49,23 +52,58 @@ RULES = {
 }
 
 # Allowances wider than RULES, from tests/blas_spread.md: the largest deviation over
-# every OpenBLAS kernel and thread count measured there, and the margin chosen.
+# every OpenBLAS kernel and thread count measured there (the comment: that deviation
+# and the run it came from) times a margin of 1.5, rounded up to two digits.  The
+# margin covers kernels and CPUs not measured; a kernel gives the same bits on every
+# run, so no margin is needed for the machines measured.
 # (The chaotic iterations of two train cases, from CHAOS_FROM in test_solvers.py, are
 # quantities of their own: "loss 10+ from 37" is adagrad_fixed's loss from iteration 37
 # on; without an entry here they keep the rule of the part before " from ".)
 WIDER = {
+    ("adadelta", "final loss from 9"): 0.043,  # 0.0274, Nehalem x2
+    ("adadelta", "history from 9"): 0.63,  # 0.419, Prescott x2
+    ("adadelta", "loss 0-9 from 9"): 0.0003,  # 0.000194, Sandybridge x1
+    ("adadelta", "loss 10+ from 9"): 0.088,  # 0.0587, Sandybridge x1
+    ("adadelta", "test from 9"): 0.034,  # 0.0214, Sandybridge x1
+    ("adadelta", "weights from 9"): 0.28,  # 0.185, Prescott x2
+    ("adagrad_fixed", "loss 10+ from 32"): 0.0021,  # 0.00135, default x1
+    ("alexnet_hwgq_train", "kink cosine"): 0.75,  # 0.499, Prescott x1
+    ("alexnet_hwgq_train", "kink forward"): 2.2e-05,  # 1.41e-05, Haswell x1
+    ("lenet_hwgq_sgd_step", "binary test"): 0.12,  # 0.0755, Sandybridge x2
+    ("nesterov_multistep", "loss 10+ from 34"): 0.0023,  # 0.00148, Sandybridge x1
+    ("resnet18_hwgq_train", "kink backward"): 0.34,  # 0.214, Sandybridge x1
+    ("resnet18_hwgq_train", "kink forward"): 0.064,  # 0.0425, Sandybridge x1
+    ("resnet18_hwgq_train", "quantised off"): 0.003,  # 0.00195, Sandybridge x1
+    ("resume_sgd_multistep", "final loss from 17"): 0.0019,  # 0.00124, Prescott x1
+    ("resume_sgd_multistep", "history from 17"): 0.12,  # 0.0761, default x1
+    ("resume_sgd_multistep", "loss 10+ from 17"): 0.0025,  # 0.00161, Sandybridge x1
+    ("resume_sgd_multistep", "test from 17"): 0.0059,  # 0.00391, default x1
+    ("sgd_itersize2_clip", "final loss from 14"): 0.037,  # 0.0233, Haswell x2
+    ("sgd_itersize2_clip", "history from 14"): 0.39,  # 0.258, Haswell x2
+    ("sgd_itersize2_clip", "loss 10+ from 14"): 0.024,  # 0.0159, Haswell x2
+    ("sgd_itersize2_clip", "test from 14"): 0.018,  # 0.0117, Haswell x2
+    ("sgd_itersize2_clip", "weights from 14"): 0.082,  # 0.0521, Haswell x2
+    ("sgd_l1_reg", "final loss from 11"): 0.012,  # 0.00783, Prescott x2
+    ("sgd_l1_reg", "history from 11"): 0.67,  # 0.428, Prescott x2
+    ("sgd_l1_reg", "loss 10+ from 11"): 0.027,  # 0.018, Prescott x2
+    ("sgd_l1_reg", "test from 11"): 0.018,  # 0.0117, Prescott x2
+    ("sgd_l1_reg", "weights from 11"): 0.17,  # 0.112, Prescott x2
 }
 
 
-# Cases whose golden values sit on a kink that float rounding decides: the layer named
-# stops or passes a gradient depending on the last bit of its input, so the end-to-end
-# diffs behind it (of blobs and params produced before it) are compared by direction
-# ("kink cosine"); layer by layer, every one of them keeps the rule.
+# Cases whose golden values sit on a kink that float rounding decides.  From the layer
+# named on, the forward blobs (and the params a forward updates) are a quantity of their
+# own ("kink forward"), and so are the end-to-end diffs there ("kink backward"); the
+# diffs before it, which reach it through the kink, are compared by direction ("kink
+# cosine").  Layer by layer, where each layer gets Caffe's inputs, all keep the rule.
 # - alexnet_hwgq_train: BatchNorm bn8 normalises a batch of 2 in which some channels
 #   hold two equal values (binary weights on quantised inputs), so its output there is
-#   exactly 0 in Caffe and a few 1e-5 under other kernels (Haswell); relu8 then passes
-#   gradient where Caffe's stopped, and fc7's and qt7's diffs change direction.
-BEHIND_A_KINK = {"alexnet_hwgq_train": "relu8"}
+#   exactly 0 in Caffe and a few 1e-5 under other kernels; relu8 then passes gradient
+#   where Caffe's stopped, and the diffs of fc7 and qt7 change direction.
+# - resnet18_hwgq_train: one input of Quant qt5b_branch2b lies 1.5e-7 from a decision
+#   point (meta.json quant_input_margin), so other kernels put it one level off, and
+#   everything after it moves.
+KINKS = {"alexnet_hwgq_train": "bn8", "resnet18_hwgq_train": "qt5b_branch2b"}
 
 
 def allowed(case, quantity):
