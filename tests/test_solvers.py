@@ -81,19 +81,29 @@ def train(solver_file, weights=None, resume=None):
     return solver, numpy.array(losses, numpy.float64)
 
 
-def solver_lines(lines):
-    """Messages after 'Solving ...', numbers replaced by '#'."""
+def solver_lines(lines, case=None):
+    """Messages after 'Solving ...', numbers replaced by '#'.  Past the case's
+    CHAOS_FROM iteration a gradient norm near the threshold may be clipped in one run
+    only, so clipping messages there are left out."""
     start = next(i for i, m in enumerate(lines) if m.startswith("Solving "))
-    return [_NUMBER.sub("#", m) for m in lines[start:]]
+    out, iteration = [], 0
+    for m in lines[start:]:
+        if (g := re.match(r"Iteration (\d+),", m)):
+            iteration = int(g.group(1))
+        if (m.startswith("Gradient clipping") and case in CHAOS_FROM
+                and iteration >= CHAOS_FROM[case]):
+            continue
+        out.append(_NUMBER.sub("#", m))
+    return out
 
 
-def caffe_solver_lines(log_path):
+def caffe_solver_lines(log_path, case=None):
     lines = []
     for line in log_path.read_text().splitlines():
         match = _CAFFE_LINE.match(line)
         if match:
             lines.append(match.group(1))
-    return solver_lines(lines)
+    return solver_lines(lines, case)
 
 
 def parse_log(lines):
@@ -183,8 +193,8 @@ def compare_snapshot(case, ours_prefix, golden_prefix, iteration, slack=0.0):
         gold.iter, gold.current_step, gold.learned_net)
     assert len(state.history) == len(gold.history)
     for k, (a, b) in enumerate(zip(state.history, gold.history)):
-        check_blob(case, chaotic(case, "history", iteration), files.blob_proto_to_array(a), files.blob_proto_to_array(b),
-                   f"history {k}", slack=slack)
+        check_blob(case, chaotic(case, "history", iteration), files.blob_proto_to_array(a),
+                   files.blob_proto_to_array(b), f"history {k}", slack=slack)
 
 
 def check_run(case, lines, npz, start, stop):
@@ -201,12 +211,19 @@ def check_run(case, lines, npz, start, stop):
             within(case, chaotic(case, "test", it), abs(value - ref) / max(1.0, abs(ref)),
                    f"test output {name} at iteration {it}: {value} vs Caffe's {ref}")
     if "clip_l2norm" in npz.files:
+        # Past CHAOS_FROM a norm near the threshold may be clipped on one side only.
         norms, scales = npz["clip_l2norm"], npz["clip_scale"]
         golden_clipped = {int(i) for i in npz["iter"][~numpy.isnan(norms)]}
-        assert set(parsed["clip"]) == golden_clipped
-        for it, (norm, scale) in parsed["clip"].items():
-            within(case, "clip", max(abs(norm - norms[it]) / abs(norms[it]),
-                                     abs(scale - scales[it]) / abs(scales[it])),
+        both = set(parsed["clip"]) & golden_clipped
+        if case not in CHAOS_FROM:
+            assert set(parsed["clip"]) == golden_clipped
+        else:
+            before = set(range(CHAOS_FROM[case]))
+            assert set(parsed["clip"]) & before == golden_clipped & before
+        for it, (norm, scale) in sorted((it, parsed["clip"][it]) for it in both):
+            deviation = max(abs(norm - norms[it]) / abs(norms[it]),
+                            abs(scale - scales[it]) / abs(scales[it]))
+            within(case, chaotic(case, "clip", it), deviation,
                    f"clipping at iteration {it}: norm {norm}, scale {scale} vs Caffe's "
                    f"{norms[it]}, {scales[it]}")
     # The extra forward pass after the last update reads the next batch with the final
@@ -215,26 +232,28 @@ def check_run(case, lines, npz, start, stop):
     final = parsed["loss"][stop][-1]
     last = int(npz["iter"][-1]) + 1
     expected = float(npz["final_forward_loss"]) if stop == last else float(npz["loss"][stop])
-    within(case, "final loss", abs(final - expected) / abs(expected),
+    within(case, chaotic(case, "final loss", stop), abs(final - expected) / abs(expected),
            f"final forward loss {final} vs Caffe's {expected}")
 
 
 # --- the golden `caffe train` runs -------------------------------------------------
 
 # Where Caffe's tolerances cannot tell right from wrong.  Training amplifies float
-# rounding: routes through MAX pooling near-ties, ReLUs at 0 and (AdaGrad, AdaDelta)
-# the normalisation of tiny gradients turn 1-ulp differences into whole-update ones.
-# Measured on our own runs (init weights perturbed by 1e-7 relative, about one float32
-# ulp) and over the BLAS kernels (tests/blas_spread.md):
-# - adagrad_fixed: runs jump in the loss at iterations 37-39;
-# - resume_sgd_multistep: the loss rises from 0.9 to 1.6 over iterations 17-20, and from
-#   there on runs differ in the loss, a test image, the weights and the momentum history;
-# - sgd_itersize2_clip: from iteration 14 on (one of two 1e-7 perturbations of the init
-#   weights, under the kernel that reproduces Caffe, moves the losses of iterations
-#   14-39 as the Haswell kernel does: 2.3e-4 at 14, 1.6e-2 at 33).
-# From that iteration on, each quantity of the run is one of its own ("loss 10+ from
-# 37"), with the allowance measured for it in allowance.WIDER.
-CHAOS_FROM = {"adagrad_fixed": 37, RESUME: 17, "sgd_itersize2_clip": 14}
+# rounding: routes through MAX pooling near-ties, ReLUs at 0, L1's sign(w) at 0 and
+# (AdaGrad, AdaDelta) the normalisation of tiny gradients turn 1-ulp differences into
+# whole-update ones, so runs under other BLAS kernels part from Caffe's at some
+# iteration and then wander.  CHAOS_FROM is the first iteration at which a kernel's
+# loss left Caffe's by more than 1e-4 (tests/blas_spread.md; per iteration, the worst
+# kernels): adadelta 9 (Sandybridge, 1.9e-4; 5.9e-2 by iteration 37), adagrad_fixed 32
+# (Sandybridge, 2.5e-4; the default kernel 1.4e-3 at 39), nesterov_multistep 34
+# (Sandybridge, 2.9e-4), sgd_itersize2_clip 14 (Haswell with 2 threads, 2.3e-4; one of
+# two 1e-7 perturbations of the init weights under the default kernel moves it exactly
+# so), sgd_l1_reg 11 (Prescott with 2 threads, 1.9e-4), resume_sgd_multistep 17 (the
+# loss rises from 0.9 to 1.6 over iterations 17-20).  Up to there each quantity keeps
+# the rule; from there on it is one of its own ("loss 10+ from 32"), with the allowance
+# measured for it in allowance.WIDER.
+CHAOS_FROM = {"adadelta": 9, "adagrad_fixed": 32, "nesterov_multistep": 34,
+              "sgd_itersize2_clip": 14, "sgd_l1_reg": 11, RESUME: 17}
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c != RESUME])
@@ -259,7 +278,7 @@ def test_golden_train_case(name, tmp_path, monkeypatch, info_logs):
             ref = npz[f"test/{name_}"][-1]
             within(name, "binary test", abs(value - ref),
                    f"last test output {name_}: {value} vs Caffe's {ref}")
-        assert solver_lines(lines) == caffe_solver_lines(work / "caffe.log")
+        assert solver_lines(lines, name) == caffe_solver_lines(work / "caffe.log", name)
         return
     # With iter_size > 1, `loss` holds Caffe's 6 printed digits of the mean over the passes.
     check_losses(name, losses, golden if solver.param.iter_size == 1 else npz["loss"])
@@ -267,7 +286,7 @@ def test_golden_train_case(name, tmp_path, monkeypatch, info_logs):
     compare_snapshot(name, f"snap_iter_{meta_max_iter}",
                      TRAIN / name / f"snap_iter_{meta_max_iter}", meta_max_iter,
                      slack=l1_flip(solver.param))
-    assert solver_lines(lines) == caffe_solver_lines(work / "caffe.log")
+    assert solver_lines(lines, name) == caffe_solver_lines(work / "caffe.log", name)
 
 
 def test_golden_resume_equals_straight_run(tmp_path, monkeypatch, info_logs):
