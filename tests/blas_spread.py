@@ -67,9 +67,14 @@ def run(kernel, threads, workdir):
     probe = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
                            text=True)
     arch = probe.stdout.strip() or "unknown (pip install threadpoolctl)"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           *TESTS], cwd=REPO, env=env, capture_output=True, text=True)
-    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p",
+                           "no:cacheprovider", *TESTS], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    out = done.stdout.strip().splitlines()
+    summary = out[-1] if out else done.stderr.strip()[-300:]
+    failed = [line for line in out if line.startswith("FAILED ")]
+    if failed:
+        summary += " (" + "; ".join(line[len("FAILED "):] for line in failed) + ")"
     worst = {}
     if os.path.exists(log):
         for line in open(log):
@@ -144,6 +149,26 @@ def tables(runs):
     return "\n".join(lines) + "\n"
 
 
+MARGIN = 1.5   # allowance = largest deviation measured x MARGIN, rounded up (2 digits)
+
+
+def suggest(runs):
+    """WIDER entries for the quantities past the rule (for allowance.py)."""
+    worst = {}
+    for r in runs:
+        for key, (value, what) in r["worst"].items():
+            if value > worst.get(key, (-1.0,))[0]:
+                worst[key] = (value, f"{r['kernel']} x{r['threads']}")
+    lines = []
+    for key, (value, label) in sorted(worst.items()):
+        case, quantity = key.split("|")
+        if value > RULES[quantity.split(" from ")[0]][0]:
+            limit = float(f"{value * MARGIN:.2g}")
+            limit = limit if limit >= value * MARGIN else float(f"{limit * 1.05:.2g}")
+            lines.append(f'    ("{case}", "{quantity}"): {limit:.2g},  # {value:.3g}, {label}')
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kernels", nargs="+", default=KERNELS)
@@ -151,7 +176,12 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--out", default=str(HERE / "blas_spread"),
                         help="path prefix of the .json and .md written")
+    parser.add_argument("--suggest", metavar="JSON",
+                        help="only print the WIDER entries a measured JSON calls for")
     args = parser.parse_args(argv)
+    if args.suggest:
+        print("\n".join(suggest(json.loads(Path(args.suggest).read_text()))))
+        return
     with tempfile.TemporaryDirectory() as workdir:
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run, k, t, workdir)
@@ -160,6 +190,8 @@ def main(argv=None):
     Path(args.out + ".json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
     Path(args.out + ".md").write_text(tables(runs))
     print(f"wrote {args.out}.json and {args.out}.md")
+    print("allowances past the rule (largest deviation x %g):" % MARGIN)
+    print("\n".join(suggest(runs)))
 
 
 if __name__ == "__main__":
