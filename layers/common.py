@@ -316,10 +316,8 @@ class EmbedLayer(_CommonLayer):
 
     def setup(self, bottom, top):
         p = self.param.embed_param
-        if p.num_output <= 0:
-            raise self.error(f"embed_param.num_output must be positive, got {p.num_output}")
-        if p.input_dim <= 0:
-            raise self.error(f"embed_param.input_dim must be positive, got {p.input_dim}")
+        self.positive("embed_param.num_output", p.num_output)
+        self.positive("embed_param.input_dim", p.input_dim)
         self.num_output = int(p.num_output)
         self.input_dim = int(p.input_dim)
         self.bias_term = p.bias_term

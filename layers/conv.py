@@ -98,10 +98,8 @@ class _ConvolutionBase(Layer):
         cp = self.param.convolution_param
         self.channel_axis, self.num_spatial, self.geom = _read_geometry(self, cp, bottom)
         self.channels = bottom[0].shape[self.channel_axis]
-        self.num_output = int(cp.num_output)
+        self.num_output = self.positive("convolution_param.num_output", cp.num_output)
         self.group = int(cp.group)
-        if self.num_output <= 0:
-            raise self.error(f"convolution_param.num_output must be > 0, got {self.num_output}")
         if self.group <= 0 or self.channels % self.group:
             raise self.error(f"bottom '{self.bottom_name(0)}' has {self.channels} channels, "
                              f"not a multiple of group {self.group}")
@@ -279,9 +277,7 @@ class InnerProductLayer(Layer):
 
     def setup(self, bottom, top):
         p = self.param.inner_product_param
-        self.num_output = int(p.num_output)
-        if self.num_output <= 0:
-            raise self.error(f"inner_product_param.num_output must be > 0, got {self.num_output}")
+        self.num_output = self.positive("inner_product_param.num_output", p.num_output)
         self.bias_term = bool(p.bias_term)
         self.transpose = bool(p.transpose) and self.honours_transpose
         try:

@@ -313,8 +313,7 @@ class DataLayer(PrefetchingDataLayer):
     def setup(self, bottom, top):
         from pycaffe_lite.io.db import DBError, open_db
         p = self.param.data_param
-        if p.batch_size <= 0:
-            raise self.error(f"data_param.batch_size must be positive, got {p.batch_size}")
+        self.positive("data_param.batch_size", p.batch_size)
         try:
             reader = open_db(p.source, p.backend, what="data_param.source")
         except DBError as e:
@@ -414,9 +413,7 @@ class ImageDataLayer(PrefetchingDataLayer):
         if (p.new_height == 0) != (p.new_width == 0) or p.new_height < 0 or p.new_width < 0:
             raise self.error(f"new_height and new_width must be set together (both > 0), got "
                              f"new_height {p.new_height}, new_width {p.new_width}")
-        if p.batch_size <= 0:
-            raise self.error(f"image_data_param.batch_size must be positive, got "
-                             f"{p.batch_size}")
+        self.positive("image_data_param.batch_size", p.batch_size)
         from pycaffe_lite.io.caffe_io import read_image_list
         try:
             lines = read_image_list(p.source)

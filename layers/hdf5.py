@@ -35,9 +35,7 @@ class HDF5DataLayer(BaseDataLayer):
         p = self.param.hdf5_data_param
         if self.param.HasField("transform_param"):
             raise self.error(f"{self.type} does not transform data (remove transform_param)")
-        if p.batch_size <= 0:
-            raise self.error(f"hdf5_data_param.batch_size must be positive, got "
-                             f"{p.batch_size}")
+        self.positive("hdf5_data_param.batch_size", p.batch_size)
         try:
             with open(p.source, encoding="utf-8") as f:
                 self.filenames = f.read().split()

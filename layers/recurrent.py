@@ -99,9 +99,7 @@ class _RecurrentLayer(Layer):
     # --- setup / reshape -----------------------------------------------------
     def setup(self, bottom, top):
         rp = self.param.recurrent_param
-        self.num_output = int(rp.num_output)
-        if self.num_output <= 0:
-            raise self.error(f"recurrent_param.num_output must be positive, got {rp.num_output}")
+        self.num_output = self.positive("recurrent_param.num_output", rp.num_output)
         self.expose_hidden = bool(rp.expose_hidden)
         n_states = len(self.state_names) if self.expose_hidden else 0
         self.static_input = len(bottom) > 2 + n_states

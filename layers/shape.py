@@ -395,8 +395,7 @@ class TileLayer(_ShapeLayer):
         p = self.param.tile_param
         if not p.HasField("tiles"):
             raise self.error("tile_param.tiles must be specified")
-        if p.tiles <= 0:
-            raise self.error(f"tile_param.tiles must be positive, got {p.tiles}")
+        self.positive("tile_param.tiles", p.tiles)
         self.tiles = int(p.tiles)
 
     def reshape(self, bottom, top):

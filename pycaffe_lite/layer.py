@@ -95,6 +95,12 @@ class Layer:
         """A LayerError naming this layer; ``raise self.error(...)``."""
         return LayerError(self, message)
 
+    def positive(self, field, value):
+        """``int(value)``, which must be > 0: ``field`` names it (``"x_param.y"``)."""
+        if value <= 0:
+            raise self.error(f"{field} must be positive, got {value}")
+        return int(value)
+
     def bottom_name(self, i):
         """The prototxt name of bottom ``i`` for messages (``bottom[i]`` when the
         param names none, as for a layer built outside a net)."""

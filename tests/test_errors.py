@@ -155,3 +155,21 @@ def test_bad_bottom_is_named_by_the_layer_base(lp, shapes, tops, message, named,
         message = message.replace(f"BOTTOM{i}", names[i] if named else f"bottom[{i}]")
     with pytest.raises(CaffeError, match=r"layer '\w+' \(type \w+\): .*" + re.escape(message)):
         make_layer(lp, [numpy.zeros(s) for s in shapes], num_tops=tops)
+
+
+@pytest.mark.parametrize("layer,field", [
+    ('type: "Convolution" convolution_param { num_output: 0 kernel_size: 1 }',
+     "convolution_param.num_output"),
+    ('type: "InnerProduct" inner_product_param { num_output: 0 }',
+     "inner_product_param.num_output"),
+    ('type: "Embed" embed_param { num_output: 0 input_dim: 3 }', "embed_param.num_output"),
+    ('type: "Embed" embed_param { num_output: 2 input_dim: 0 }', "embed_param.input_dim"),
+    ('type: "Tile" tile_param { tiles: 0 }', "tile_param.tiles"),
+])
+def test_a_count_that_must_be_positive_is_named(layer, field, tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+                    f'layer {{ name: "bad" bottom: "data" top: "out" {layer} }}\n')
+    with pytest.raises(CaffeError, match=rf"'bad'.*{re.escape(field)} must be positive, got 0"):
+        caffe.Net(str(path), caffe.TEST)
