@@ -51,3 +51,19 @@ def threads():
     from pycaffe_lite import parallel
     yield parallel.set_num_threads
     parallel.set_num_threads(parallel._default_threads())
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per skip reason, with its count, above pytest's closing line."""
+    reasons = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(
+            report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith("got empty parameter set") and not SHARED.is_dir():
+            reason = f"no cases to run: test material not found at {SHARED}"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("skipped, by reason")
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            terminalreporter.line(f"{count:5d}  {reason}")
