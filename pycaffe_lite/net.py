@@ -273,7 +273,6 @@ class Net:
             self.param_specs.append((spec.lr_mult, spec.decay_mult))
         if spec.lr_mult == 0:
             record.frozen_params.append(k)
-        record.set_param_propagate_down()
 
     def _prune_backward(self):
         """Skip backward where it cannot matter (the tail of Caffe's Net::Init).
@@ -352,6 +351,7 @@ class Net:
         layer = self.records[i].layer
         layer.blobs.append(blob)
         self._add_param(i, len(layer.blobs) - 1, spec or caffe_pb2.ParamSpec())
+        self.records[i].set_param_propagate_down()
 
     def remove_layers(self, indices):
         """Take the layers at ``indices`` out of the net, with their learnable params.

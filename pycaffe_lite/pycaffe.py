@@ -79,7 +79,7 @@ class Net(CoreNet):
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """Set inputs from ``kwargs``, run forward, return the output blobs."""
         start_i = self._index(start, 0)
-        end_i = self._index(end, len(self.layers) - 1)
+        end_i = self._index(end, len(self.records) - 1)
         outputs = set(self.records[end_i].tops if end is not None else self.outputs)
         outputs.update(blobs or [])
         for name, value in kwargs.items():
@@ -92,7 +92,7 @@ class Net(CoreNet):
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
         """Set output diffs from ``kwargs``, run backward, return the input diffs."""
-        start_i = self._index(start, len(self.layers) - 1)
+        start_i = self._index(start, len(self.records) - 1)
         end_i = self._index(end, 0)
         wanted = set(self.records[end_i].bottoms if end is not None else self.inputs)
         wanted.update(diffs or [])

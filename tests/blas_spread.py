@@ -23,6 +23,7 @@ import argparse
 import collections
 import concurrent.futures
 import json
+import math
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from allowance import RULES, SPREAD_LOG, WIDER, allowed  # noqa: E402
+from allowance import RULES, SPREAD_LOG, WIDER, allowed, rule  # noqa: E402
 
 TESTS = ["tests/test_golden.py",
          "tests/test_solvers.py::test_golden_train_case",
@@ -91,18 +92,25 @@ def fmt(x):
     return "0" if x == 0 else f"{x:.2g}"
 
 
+def largest(runs):
+    """(case, quantity) -> (largest deviation over the runs, "kernel xthreads", array)."""
+    worst = {}
+    for r in runs:
+        for key, (value, what) in r["worst"].items():
+            case, quantity = key.split("|")
+            if value > worst.get((case, quantity), (-1.0,))[0]:
+                worst[(case, quantity)] = (value, f"{r['kernel']} x{r['threads']}", what)
+    return worst
+
+
+TRAIN_QUANTITIES = ("loss", "test", "clip", "final", "weights", "history", "binary")
+
+
 def tables(runs):
     """Markdown: the largest deviation over the runs per case and quantity."""
-    worst = collections.defaultdict(lambda: (-1.0, ""))
-    for r in runs:
-        label = f"{r['kernel']} x{r['threads']}"
-        for key, (value, what) in r["worst"].items():
-            if value > worst[key][0]:
-                worst[key] = (value, f"{label}: {what}")
     by_case = collections.defaultdict(dict)
-    for key, (value, label) in worst.items():
-        case, quantity = key.split("|")
-        by_case[case][quantity] = (value, label)
+    for (case, quantity), entry in largest(runs).items():
+        by_case[case][quantity] = entry
     lines = ["# The BLAS kernels' spread against the real Caffe", "",
              "Made by `python tests/blas_spread.py` (see tests/README.md); do not edit.", "",
              "The last column is pytest's summary of the run, in which the allowances are",
@@ -117,37 +125,34 @@ def tables(runs):
               "|---|---|---|---|---|---|---|"]
     past = 0
     for case in sorted(by_case):
-        for quantity, (value, label) in sorted(by_case[case].items()):
-            rule = RULES[quantity.split(" from ")[0]][0]
-            if value > rule or (case, quantity) in WIDER:
+        for quantity, (value, label, what) in sorted(by_case[case].items()):
+            limit, base = allowed(case, quantity), rule(quantity)[0]
+            if value > base or (case, quantity) in WIDER:
                 past += 1
-                limit = allowed(case, quantity)
                 margin = f"{limit / value:.2g}x" if value else "-"
                 flag = "" if value <= limit else " **(exceeded)**"
-                lines.append(f"| {case} | {quantity} | {fmt(rule)} | {fmt(value)} | {label} | "
-                             f"{fmt(limit)}{flag} | {margin} |")
+                lines.append(f"| {case} | {quantity} | {fmt(base)} | {fmt(value)} | "
+                             f"{label}: {what} | {fmt(limit)}{flag} | {margin} |")
     if not past:
         lines.append("| (none) | | | | | | |")
-    groups = [("Layer and net cases", [q for q in RULES if not q.startswith(
-                  ("loss", "test", "clip", "final", "weights", "history", "binary"))]),
-              ("Train cases", [q for q in RULES if q.startswith(
-                  ("loss", "test", "clip", "final", "weights", "history", "binary"))])]
+    groups = [("Layer and net cases", [q for q in RULES if not q.startswith(TRAIN_QUANTITIES)]),
+              ("Train cases", [q for q in RULES if q.startswith(TRAIN_QUANTITIES)])]
     for title, quantities in groups:
-        cases = sorted(c for c in by_case
-                       if any(q.split(" from ")[0] in quantities for q in by_case[c]))
-        present = [q for q in quantities if any(
-            q == k.split(" from ")[0] for c in cases for k in by_case[c])]
+        # per case, the largest deviation of each rule's quantities ("x" and "x from N")
+        rows = collections.defaultdict(dict)
+        for case, entries in by_case.items():
+            for quantity, (value, _, _) in entries.items():
+                q = quantity.split(" from ")[0]
+                if q in quantities:
+                    rows[case][q] = max(value, rows[case].get(q, 0.0))
+        present = [q for q in quantities if any(q in cells for cells in rows.values())]
         lines += ["", f"## {title}: largest deviation over all runs", "",
                   "Measures: " + "; ".join(f"*{q}* (rule {fmt(RULES[q][0])}): {RULES[q][1]}"
                                            for q in present) + ".", "",
                   "| case | " + " | ".join(present) + " |",
                   "|---|" + "---|" * len(present)]
-        for case in cases:
-            cells = []
-            for q in present:
-                values = [v for k, (v, _) in by_case[case].items()
-                          if k.split(" from ")[0] == q]
-                cells.append(fmt(max(values)) if values else "")
+        for case in sorted(rows):
+            cells = [fmt(rows[case][q]) if q in rows[case] else "" for q in present]
             lines.append(f"| {case} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -155,21 +160,17 @@ def tables(runs):
 MARGIN = 1.5   # allowance = largest deviation measured x MARGIN, rounded up (2 digits)
 
 
+def round_up(x, digits=2):
+    """``x`` rounded up to ``digits`` significant digits."""
+    unit = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return float(f"{math.ceil(x / unit - 1e-9) * unit:.{digits}g}")
+
+
 def suggest(runs):
     """WIDER entries for the quantities past the rule (for allowance.py)."""
-    worst = {}
-    for r in runs:
-        for key, (value, what) in r["worst"].items():
-            if value > worst.get(key, (-1.0,))[0]:
-                worst[key] = (value, f"{r['kernel']} x{r['threads']}")
-    lines = []
-    for key, (value, label) in sorted(worst.items()):
-        case, quantity = key.split("|")
-        if value > RULES[quantity.split(" from ")[0]][0]:
-            limit = float(f"{value * MARGIN:.2g}")
-            limit = limit if limit >= value * MARGIN else float(f"{limit * 1.05:.2g}")
-            lines.append(f'    ("{case}", "{quantity}"): {limit:.2g},  # {value:.3g}, {label}')
-    return lines
+    return [f'    ("{case}", "{quantity}"): {round_up(value * MARGIN):.2g},  # {value:.3g}, '
+            f'{label}' for (case, quantity), (value, label, _) in sorted(largest(runs).items())
+            if value > rule(quantity)[0]]
 
 
 def main(argv=None):
