@@ -10,6 +10,9 @@ written for it keep working:
   ``--snapshot``, ``--sigint_effect``, ``--sighup_effect``).
 * ``upgrade {net_text,net_binary,solver_text} IN OUT``: Caffe's
   ``upgrade_net_proto_text`` / ``_binary`` / ``upgrade_solver_proto_text``.
+* ``compress labelfree``: the Label-free paper's pipeline (``--model``,
+  ``--weights``, ``--out``, ``--calib``, ``--images``, ``--weight_bits``,
+  ``--act_bits``, ...; see :mod:`pycaffe_lite.compress.labelfree`).
 * ``binarize``: a HWGQ net's BinaryConvolution / BinaryInnerProduct layers as
   standard Convolution / InnerProduct with the ``sign(W) * alpha`` weights
   (``--model``, ``--weights``, ``--out_model``, ``--out_weights``; an extension,
@@ -76,6 +79,24 @@ FLAGS = [
          "(text prototxt; pycaffe_lite extension)."),
     Flag("out_weights", str, "", "'binarize': where to write the binarised weights (binary "
          "caffemodel; pycaffe_lite extension)."),
+    Flag("out", str, "", "'compress': the folder for the stages' outputs (pycaffe_lite "
+         "extension)."),
+    Flag("calib", str, "", "'compress': the calibration images: an LMDB folder, an image list "
+         "('path label' lines, as ImageData), or 'synthetic' (Gaussian images of the net's "
+         "input shape); default: the net's TRAIN data layer. Labels are never read."),
+    Flag("images", int, 1000, "'compress': calibration images (BatchNorm re-normalisation)."),
+    Flag("act_images", int, 0, "'compress': the first N calibration images set the activation "
+         "steps (0: min(400, --images), as the paper)."),
+    Flag("weight_bits", int, 4, "'compress': power-of-two weight bits (2..6)."),
+    Flag("first_last_bits", int, 8, "'compress': fixed-point bits of the first and last "
+         "Convolution/InnerProduct (2..16)."),
+    Flag("act_bits", int, 8, "'compress': activation bits (2..16; 8 gives the paper's Quant "
+         "layers, codes 0..127)."),
+    Flag("seed", int, 1, "'compress': random seed of the calibration crops and mirrors."),
+    Flag("test_iterations", int, 0, "'compress': TEST batches the report scores (0: every "
+         "whole batch of the TEST source)."),
+    Flag("restart", str, "", "'compress': redo the stages from this one on (calibration, "
+         "weights, renorm, activations, report)."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
 ] + GLOG_FLAGS
@@ -580,6 +601,44 @@ def cmd_binarize(flags):
             raise UsageError(f"Need {what} (--{name}).")
     binarize_files(flags.model, flags.weights, flags.out_model, flags.out_weights,
                    phase=_phase(flags, TEST), level=flags.level, stages=_stages(flags))
+    return 0
+
+
+# --- compress ----------------------------------------------------------------------
+
+@command("compress", "compress a trained net: 'compress labelfree' (4-bit power-of-two "
+         "weights, BatchNorm re-normalisation, 8-bit activations)", arguments=("method",))
+def cmd_compress(flags, method):
+    """``caffe_lite compress labelfree --model NET --weights W --out DIR [...]``.
+
+    See :mod:`pycaffe_lite.compress.labelfree`; every stage's files go to
+    ``--out``, and a re-run keeps the stages whose inputs are unchanged.
+    """
+    from .compress import labelfree
+    if method != "labelfree":
+        raise UsageError(f"compress: unknown method '{method}' (methods: labelfree)")
+    needs = (("model", "the net to compress (a train_val or deploy prototxt)"),
+             ("weights", "its trained full-precision weights"),
+             ("out", "a folder for the outputs"))
+    for name, what in needs:
+        if not getattr(flags, name):
+            raise UsageError(f"Need {what} (--{name}).")
+    if flags.batch_size < 0:
+        raise UsageError(f"--batch_size must be positive, got {flags.batch_size}",
+                         show_usage=False)
+    report = labelfree(flags.model, flags.weights, flags.out, restart=flags.restart or None,
+                       progress=flags.progress and sys.stderr.isatty(),
+                       calib=flags.calib or None, images=flags.images,
+                       act_images=flags.act_images or None, weight_bits=flags.weight_bits,
+                       fixed_bits=flags.first_last_bits, act_bits=flags.act_bits,
+                       batch=flags.batch_size or 50, seed=flags.seed,
+                       test_iterations=flags.test_iterations or None)
+    accuracy = report["accuracy"]
+    for row in accuracy.get("rows", ()):
+        for name, top_k in accuracy["tops"].items():
+            log.info("%s: %s (top-%d) = %s", row["net"], name, top_k, caffe_float(row[name]))
+    log.info("Wrote %s/train_val.prototxt, deploy.prototxt, quantized.caffemodel and "
+             "report.md", flags.out)
     return 0
 
 

@@ -5,6 +5,7 @@ every writer writes a temporary file and renames it, so a crash never leaves
 a half-written file behind.
 """
 import collections
+import contextlib
 import os
 import tempfile
 
@@ -339,13 +340,15 @@ def _umask():
     return umask
 
 
-def write_atomic(path, data):
-    """Write bytes to ``path`` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_output(path):
+    """A binary file to write that becomes ``path`` (by a rename) only when the
+    ``with`` block ends without an error; otherwise nothing is left behind."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         # mkstemp creates 0600; give the file the mode open() would (0666 - umask).
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -353,6 +356,12 @@ def write_atomic(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path, data):
+    """Write bytes to ``path`` through a temporary file and a rename."""
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 def write_binary_proto(path, msg):
