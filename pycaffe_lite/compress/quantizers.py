@@ -93,7 +93,7 @@ class KernelQuantization:
         return f"{self.bits}-bit fixed point, {self.start} integer bit(s)"
 
     def reconstruction(self):
-        return self.alpha[:, None] * self.levels
+        return self.alpha[:, None] * self.levels.reshape(len(self.alpha), -1)
 
 
 def _levels(kind, v, bits, start):

@@ -1,4 +1,4 @@
-"""The Label-free pipeline (He & Cheng, ECCV 2018) in one call.
+"""The Label-free pipeline (He & Cheng, ECCV 2018): ``labelfree(model, weights, out)``.
 
 ``labelfree(model, weights, out)`` runs five stages, each writing its files
 atomically into ``out`` and recording in ``out/state.json`` a hash of its
