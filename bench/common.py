@@ -161,25 +161,19 @@ def load_net(prototxt, weights, input_shape):
     return net
 
 
-def random_weights(prototxt, directory, seed=0):
-    """Write a caffemodel of random params for ``prototxt`` into ``directory``.
-
-    Weights ~ N(0, 1/fan_in) keep activations of a deep net in range; biases
-    are small.  OpenCV and we then load the very same file.
-    """
-    import numpy
-
+def random_weights(prototxt, directory, seed=0, synthetic=False):
+    """Write a caffemodel of random params for ``prototxt`` into ``directory``
+    (:func:`pycaffe_lite.testing.randomize`); OpenCV and we then load the very
+    same file.  ``synthetic``: the net's data layers become synthetic data
+    first (for nets whose LMDBs are elsewhere)."""
     import pycaffe_lite as caffe
-    rng = numpy.random.default_rng(seed)
-    net = caffe.Net(need(prototxt), caffe.TEST)
-    for blobs in net.params.values():
-        for k, blob in enumerate(blobs):
-            shape = blob.shape
-            if k == 0 and len(shape) > 1:
-                fan_in = int(numpy.prod(shape[1:]))
-                blob.data[...] = rng.normal(0, fan_in ** -0.5, shape)
-            else:
-                blob.data[...] = rng.normal(0, 0.01, shape)
+    from pycaffe_lite.io import files
+    from pycaffe_lite.io.synthetic import synthesize_data_layers
+    from pycaffe_lite.testing import randomize
+    param = files.read_net(need(prototxt))
+    if synthetic:
+        param = synthesize_data_layers(param, batch=1)
+    net = randomize(caffe.Net(param, caffe.TEST), seed)
     path = os.path.join(directory, Path(prototxt).stem + "_random.caffemodel")
     net.save(path)
     return path

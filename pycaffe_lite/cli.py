@@ -12,7 +12,7 @@ written for it keep working:
   ``upgrade_net_proto_text`` / ``_binary`` / ``upgrade_solver_proto_text``.
 * ``compress labelfree``: the Label-free paper's pipeline (``--model``,
   ``--weights``, ``--out``, ``--calib``, ``--images``, ``--weight_bits``,
-  ``--act_bits``, ...; see :mod:`pycaffe_lite.compress.labelfree`).
+  ``--act_bits``, ...; see :mod:`pycaffe_lite.compress.pipeline`).
 * ``binarize``: a HWGQ net's BinaryConvolution / BinaryInnerProduct layers as
   standard Convolution / InnerProduct with the ``sign(W) * alpha`` weights
   (``--model``, ``--weights``, ``--out_model``, ``--out_weights``; an extension,
@@ -611,7 +611,7 @@ def cmd_binarize(flags):
 def cmd_compress(flags, method):
     """``caffe_lite compress labelfree --model NET --weights W --out DIR [...]``.
 
-    See :mod:`pycaffe_lite.compress.labelfree`; every stage's files go to
+    See :mod:`pycaffe_lite.compress.pipeline`; every stage's files go to
     ``--out``, and a re-run keeps the stages whose inputs are unchanged.
     """
     from .compress import labelfree

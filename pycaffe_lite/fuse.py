@@ -208,8 +208,8 @@ def fold_batchnorm(net):
                  " + ".join(f"'{n}'" for n in names[1:]), names[0])
     if folded:
         net.remove_layers(removed)
-        net.inference_only = ("BatchNorm was folded into its convolutions (fold_batchnorm); "
-                              "build a fresh Net to train or compute gradients")
+        net.set_inference_only("BatchNorm was folded into its convolutions (fold_batchnorm); "
+                               "build a fresh Net to train or compute gradients")
     log.info("fold_batchnorm: folded %d BatchNorm layer(s), %d layers left", len(folded),
              len(net.layers))
     return folded

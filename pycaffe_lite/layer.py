@@ -55,6 +55,9 @@ class Layer:
     # Create unnamed tops up to the minimum when the prototxt names none
     # (Caffe's AutoTopBlobs: a loss layer written without a top still counts).
     auto_top_blobs = False
+    # In-place layers keep a copy of their input for backward; an inference-only
+    # net (Net.set_inference_only) turns that off.
+    keeps_inputs = True
 
     def __init__(self, param, phase=TRAIN, xp=numpy, dtype=numpy.float32):
         self.param = param

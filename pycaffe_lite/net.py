@@ -378,6 +378,13 @@ class Net:
                 return i
         raise NetError(f"no layer named '{name}' in net '{self.name}'")
 
+    def set_inference_only(self, reason):
+        """Refuse backward from now on (saying ``reason``); in-place layers then stop
+        keeping copies of their inputs."""
+        self.inference_only = reason
+        for record in self.records:
+            record.layer.keeps_inputs = False
+
     def forward_range(self, start=0, end=None):
         """Run layers ``start..end`` (inclusive) forward; return the summed loss."""
         end = len(self.records) - 1 if end is None else end

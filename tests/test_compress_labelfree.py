@@ -311,3 +311,38 @@ def test_lenet_loses_at_most_half_a_point_on_mnist(tmp_path, capsys):
     assert float(summary[-1]) == pytest.approx(rows["final"], abs=1e-4)
     for name in ("report.md", "report.png", "deploy.prototxt"):
         assert (out / name).stat().st_size > 0
+
+
+# --- the example: a Fashion-MNIST BN net, trained, then compressed ---------------------
+
+FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
+EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "labelfree"
+
+
+@pytest.mark.slow
+def test_fashion_mnist_bn_example_within_one_point(tmp_path):
+    """examples/labelfree: train (2000 iterations), compress; at most 1 point lost, and
+    re-normalisation helps (final > weights quantised without it)."""
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not found in {FASHION} (apt-get install "
+                    "dataset-fashion-mnist)")
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        write_mnist_lmdb(FASHION / f"{prefix}-images-idx3-ubyte.gz",
+                         FASHION / f"{prefix}-labels-idx1-ubyte.gz", tmp_path / f"{part}_lmdb")
+    net = (EXAMPLE / "fmnist_bn_train_test.prototxt").read_text()
+    net = net.replace("examples/mnist/mnist_train_lmdb", str(tmp_path / "train_lmdb"))
+    net = net.replace("examples/mnist/mnist_test_lmdb", str(tmp_path / "test_lmdb"))
+    (tmp_path / "net.prototxt").write_text(net)
+    solver = (EXAMPLE / "fmnist_bn_solver.prototxt").read_text()
+    solver = solver.replace('"examples/labelfree/fmnist_bn_train_test.prototxt"',
+                            f'"{tmp_path / "net.prototxt"}"')
+    solver = solver.replace('"examples/labelfree/fmnist_bn"', f'"{tmp_path / "fmnist_bn"}"')
+    (tmp_path / "solver.prototxt").write_text(solver)
+    assert main(["train", f"--solver={tmp_path / 'solver.prototxt'}", "--noprogress"]) == 0
+    report = labelfree(str(tmp_path / "net.prototxt"), str(tmp_path / "fmnist_bn_iter_2000"
+                       ".caffemodel"), str(tmp_path / "out"), progress=False)
+    rows = {row["net"]: row for row in report["accuracy"]["rows"]}
+    full, final = rows["full precision"]["accuracy"], rows["final"]["accuracy"]
+    print({name: (row["accuracy"], row["accuracy_top5"]) for name, row in rows.items()})
+    assert final >= full - 0.01
+    assert final > rows["weights quantised, no re-normalisation"]["accuracy"]

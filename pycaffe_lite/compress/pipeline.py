@@ -31,6 +31,7 @@ redoes from a stage on):
 5. ``report``: ``report.md``, ``report.json``, ``report.png``.
 """
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -142,7 +143,9 @@ class State:
 
 
 def _reset_peak():
-    """Restart the kernel's peak-RSS count (Linux); False where it cannot."""
+    """Restart the kernel's peak-RSS count (Linux) at what is resident now (which
+    includes what earlier stages left allocated); False where it cannot."""
+    gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

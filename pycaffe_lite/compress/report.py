@@ -179,11 +179,11 @@ def _plot(report, path):
                           label=f"{name} (top-{acc['tops'][name]})")
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         low = min(100 * row[n] for row in acc["rows"] for n in tops)
-        ax.set_ylim(max(0, low - 5), 100)
+        ax.set_ylim(max(0, low - 5), 101.5)
         ax.set_xticks(numpy.arange(len(acc["rows"])) + 0.4 - width / 2,
                       [row["net"].replace(", ", ",\n") for row in acc["rows"]], fontsize=7)
         ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
         ax.set_title("TEST accuracy", fontsize=9)
     fig.tight_layout()
     with files.atomic_output(path) as f:

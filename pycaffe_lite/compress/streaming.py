@@ -32,7 +32,9 @@ def build(net_param, weights, sample_shape, chunk):
     for layer in param.layer:
         if layer.type == "BatchNorm":
             layer.batch_norm_param.use_global_stats = True
-    return Net(param, phase=TEST, weights=weights)
+    net = Net(param, phase=TEST, weights=weights)
+    net.set_inference_only("a net for statistics (pycaffe_lite.compress.streaming)")
+    return net
 
 
 def run_pass(net, images, chunk, count, end, before=(), after=(), progress=None):
