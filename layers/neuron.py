@@ -55,7 +55,8 @@ class _ElementwiseLayer(NeuronLayer):
 
     def _keep_input(self, bottom, top, needed=True):
         """Call at the start of forward: copy the input if forward overwrites it."""
-        self._input_copy = bottom[0].data.copy() if needed and _in_place(bottom, top) else None
+        self._input_copy = (bottom[0].data.copy()
+                            if needed and self.keeps_inputs and _in_place(bottom, top) else None)
 
     def _input(self, bottom):
         """The input of the last forward (in place: the copy kept then)."""

@@ -57,7 +57,7 @@ def _negative_power(base, beta, out):
 def _keep_input_of(layer, bottom, top):
     """Set ``layer.x`` to the input; a copy (in a reused buffer) when running in place."""
     x = bottom[0].data
-    if top[0] is bottom[0] or top[0].data is x:
+    if layer.keeps_inputs and (top[0] is bottom[0] or top[0].data is x):
         layer._x_copy = _reuse(layer._x_copy, x)
         get_array_module(x).copyto(layer._x_copy, x)
         layer.x = layer._x_copy
