@@ -25,7 +25,7 @@ NET = common.FIXTURES / "labelfree" / "qmodel" / "resnet-18.prototxt"
 def child_pipeline(model, weights, out, images, batch):
     from pycaffe_lite.compress import labelfree
     start = time.perf_counter()
-    labelfree(model, weights, out, calib="synthetic", images=images, batch=batch,
+    labelfree(model, weights, out, calib="synthetic", images=images, batch=batch or None,
               progress=False)
     with open(os.path.join(out, "state.json")) as f:
         stages = json.load(f)["stages"]
@@ -80,7 +80,8 @@ def run_child(*args):
 def main():
     p = common.parser(__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=50, help="images per forward (--batch_size)")
+    p.add_argument("--batch", type=int, default=0,
+                   help="images per forward (--batch_size; default 0: the pipeline's choice)")
     p.add_argument("--baseline-images", type=int, nargs=2, default=(50, 100))
     args = p.parse_args()
     if args.quick:
@@ -100,7 +101,8 @@ def main():
     big_rss = fixed + per_image * args.images
     big_time = b2["seconds"] / n2 * args.images
     renorm = ours["stages"]["renorm"]
-    print(f"\nResNet-18, 224x224, {args.images} calibration images, chunks of {args.batch}")
+    print(f"\nResNet-18, 224x224, {args.images} calibration images, chunks of "
+          f"{args.batch or 'the pipeline default'}")
     print(f"{'stage':<14}{'time (s)':>10}{'peak RSS (MB)':>16}")
     for name, s in ours["stages"].items():
         print(f"{name:<14}{s['seconds']:>10.1f}{s['peak_rss_mb']:>16.0f}")

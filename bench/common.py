@@ -113,8 +113,8 @@ def _cpu_counters():
         busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         busy = None
-    t = os.times()
-    return busy, t.user + t.system, time.monotonic()
+    t = os.times()      # our own CPU time includes the children we waited for
+    return busy, t.user + t.system + t.children_user + t.children_system, time.monotonic()
 
 
 class BackgroundLoad:

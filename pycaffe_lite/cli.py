@@ -70,7 +70,8 @@ FLAGS = [
          "databases are not on this machine (pycaffe_lite extension)."),
     Flag("batch_size", int, 0, "Optional; 'test' and 'time': run at this batch size: the "
          "first dimension of every Input layer and, with --synthetic_data, of the synthetic "
-         "data (pycaffe_lite extension; 0 keeps the prototxt's)."),
+         "data (pycaffe_lite extension; 0 keeps the prototxt's). 'compress': images per "
+         "forward (0: as many as about 768 MB of activations hold, at most 64)."),
     Flag("fold_bn", bool, False, "Optional; 'test' and 'time': fold BatchNorm (and Scale) "
          "layers into the Convolution/InnerProduct before them (inference only: 'time' then "
          "skips backward and defaults to phase TEST; see pycaffe_lite.fuse; pycaffe_lite "
@@ -631,7 +632,7 @@ def cmd_compress(flags, method):
                        calib=flags.calib or None, images=flags.images,
                        act_images=flags.act_images or None, weight_bits=flags.weight_bits,
                        fixed_bits=flags.first_last_bits, act_bits=flags.act_bits,
-                       batch=flags.batch_size or 50, seed=flags.seed,
+                       batch=flags.batch_size or None, seed=flags.seed,
                        test_iterations=flags.test_iterations or None)
     accuracy = report["accuracy"]
     for row in accuracy.get("rows", ()):

@@ -66,7 +66,7 @@ class Options:
     weight_bits: int = 4
     fixed_bits: int = 8             # first and last Convolution / InnerProduct
     act_bits: int = 8
-    batch: int = 50                 # images per forward
+    batch: int = None               # images per forward; None: what MEMORY_BUDGET holds
     seed: int = 1
     test_iterations: int = None     # report: default every TEST image (whole batches)
 
@@ -78,8 +78,8 @@ class Options:
         if not 1 <= self.act_images <= self.images:
             raise CompressError(f"--act-images must be 1..{self.images} (--images), got "
                                 f"{self.act_images}")
-        if self.batch < 1:
-            raise CompressError(f"--batch must be at least 1, got {self.batch}")
+        if self.batch is not None and self.batch < 1:
+            raise CompressError(f"--batch_size must be at least 1, got {self.batch}")
         for name, value, allowed in (
                 ("--weight-bits", self.weight_bits, quantizers.WEIGHT_BITS),
                 ("--first-last-bits", self.fixed_bits, quantizers.FIXED_BITS),
@@ -403,7 +403,8 @@ class _Run:
         bar = make(o.images) if make else None
         try:
             shape, digest = calibration.write(layer, o.images, self.path("calibration.npy"),
-                                              chunk=o.batch, progress=bar, describe=describe)
+                                              chunk=o.batch or 50, progress=bar,
+                                              describe=describe)
         finally:
             if bar is not None:
                 bar.close()
@@ -422,12 +423,14 @@ class _Run:
     def _stream_net(self, caffemodel):
         images = calibration.Images(self.path("calibration.npy"))
         param = files.read_net(self.path("weights.prototxt"))
-        net = streaming.build(param, self.path(caffemodel), images.shape[1:], self.options.batch)
-        return param, net, images
+        net = streaming.build(param, self.path(caffemodel), images.shape[1:], 1)
+        chunk = self.options.batch or streaming.chunk_for(net, streaming.MEMORY_BUDGET)
+        log.info("Streaming %d images at a time", chunk)
+        return param, net, images, chunk
 
     def renorm(self):
-        param, net, images = self._stream_net("weights.caffemodel")
-        found, passes = streaming.renormalize(net, images, self.options.batch,
+        param, net, images, chunk = self._stream_net("weights.caffemodel")
+        found, passes = streaming.renormalize(net, images, chunk,
                                               self.options.images,
                                               _bar(self.progress, "re-normalisation"))
         blobs = netparams.weight_blobs(self.path("weights.caffemodel"))
@@ -451,7 +454,7 @@ class _Run:
 
     def activations(self):
         o = self.options
-        param, net, images = self._stream_net("renorm.caffemodel")
+        param, net, images, chunk = self._stream_net("renorm.caffemodel")
         test = netparams.phase_param(param, TEST)
         relus = [layer.name for layer in test.layer if layer.type == "ReLU"
                  and layer.relu_param.negative_slope == 0]
@@ -464,7 +467,7 @@ class _Run:
         info = []
         if relus:
             searches, passes = streaming.activation_steps(
-                net, images, o.batch, o.act_images, relus, top,
+                net, images, chunk, o.act_images, relus, top,
                 _bar(self.progress, "activation steps"))
             steps = {name: s.result for name, s in searches.items()}
         blobs = netparams.weight_blobs(self.path("renorm.caffemodel"))

@@ -37,6 +37,19 @@ def build(net_param, weights, sample_shape, chunk):
     return net
 
 
+MEMORY_BUDGET = 768 << 20      # bytes of activations per chunk when no chunk size is given
+
+
+def chunk_for(net, budget):
+    """Images per chunk whose activations fit ``budget`` bytes (1..64), from ``net``
+    built for one image; the largest layer's scratch (im2col) is counted as one more
+    blob of its size."""
+    blobs = {id(b): b.data.nbytes for record in net.records
+             for b in record.bottom_blobs + record.top_blobs}
+    per_image = sum(blobs.values()) + max(blobs.values(), default=0)
+    return int(max(1, min(64, budget // max(per_image, 1))))
+
+
 def run_pass(net, images, chunk, count, end, before=(), after=(), progress=None):
     """Forward ``count`` images through layers ``0..end``; ``before[i](x)`` sees
     layer i's first bottom before it runs, ``after[i](y)`` its first top after."""
