@@ -22,11 +22,11 @@ from pycaffe_lite.layer import TEST
 from pycaffe_lite.log import GlogHandler, caffe_float, setup_logging
 from pycaffe_lite.net import Net
 
+from lenet_mnist import LENET, lenet_on_mnist, needs
+
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "caffe_lite"
 SHARED = Path(os.environ.get("PYCAFFE_LITE_SHARED", REPO.parent / "shared"))
-LENET = SHARED / "fixtures" / "models" / "lenet_mnist"
-MNIST = SHARED / "fixtures" / "datasets" / "mnist"
 
 # glog: level, MMDD, time with microseconds, thread id (5 columns), file:line.
 GLOG_LINE = re.compile(r"^([IWEF])(\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d{6}) +(\d+) "
@@ -394,11 +394,6 @@ def test_errors_from_the_script_are_one_line(tmp_path):
 
 # --- the real LeNet --------------------------------------------------------------
 
-def needs(path):
-    if not path.exists():
-        pytest.skip(f"test material not found at {path} (set PYCAFFE_LITE_SHARED)")
-
-
 def test_time_on_lenet(capsys):
     needs(LENET)
     model = str(LENET / "lenet.prototxt")
@@ -408,58 +403,9 @@ def test_time_on_lenet(capsys):
     check_time_output(messages(err), names, 2)
 
 
-def write_mnist_lmdb(images_gz, labels_gz, path):
-    """The MNIST LMDB that Caffe's examples score on, made by our convert_mnist_data."""
-    result = subprocess.run([sys.executable, "-m", "pycaffe_lite.tools.convert_mnist_data",
-                             str(images_gz), str(labels_gz), str(path)],
-                            capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr
-
-
-def lenet_with_data_layer(source):
-    """lenet.prototxt with its Input replaced by an MNIST Data layer, plus scoring."""
-    text = (LENET / "lenet.prototxt").read_text()
-    start = text.index("layer {")
-    end = text.index("layer {", start + 1)
-    data_layer = f"""layer {{
-  name: "mnist"
-  type: "Data"
-  top: "data"
-  top: "label"
-  include {{ phase: TEST }}
-  transform_param {{ scale: 0.00390625 }}
-  data_param {{ source: "{source}" batch_size: 100 backend: LMDB }}
-}}
-"""
-    prob = text.index('layer {\n  name: "prob"')
-    scoring = """layer {
-  name: "accuracy"
-  type: "Accuracy"
-  bottom: "ip2"
-  bottom: "label"
-  top: "accuracy"
-  include { phase: TEST }
-}
-layer {
-  name: "loss"
-  type: "SoftmaxWithLoss"
-  bottom: "ip2"
-  bottom: "label"
-  top: "loss"
-}
-"""
-    return text[:start] + data_layer + text[end:prob] + scoring
-
-
 def test_lenet_scores_mnist_test_set(tmp_path):
     """caffe_lite test on the 10,000 MNIST test images: 99.14 %, as the model is known."""
-    needs(LENET)
-    needs(MNIST / "t10k-images-idx3-ubyte.gz")
-    db = tmp_path / "mnist_test_lmdb"
-    write_mnist_lmdb(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz",
-                     db)
-    model = tmp_path / "lenet_train_test.prototxt"
-    model.write_text(lenet_with_data_layer(db))
+    _, model = lenet_on_mnist(tmp_path)
     start = time.perf_counter()
     result = run_tool("test", f"--model={model}",
                       f"--weights={LENET / 'lenet_iter_10000.caffemodel'}",

@@ -12,7 +12,7 @@ from pycaffe_lite.io import files
 from pycaffe_lite.layer import TEST, TRAIN
 from pycaffe_lite.net import Net
 
-from test_cli import LENET, MNIST, lenet_with_data_layer, needs, write_mnist_lmdb
+from lenet_mnist import LENET, lenet_on_mnist, write_mnist_lmdb
 
 
 def conv(name, bottom, n, k=3, pad=1, bias=True):
@@ -287,13 +287,7 @@ def test_calibration_from_an_image_list_uses_the_nets_transform(tmp_path):
 def test_lenet_loses_at_most_half_a_point_on_mnist(tmp_path, capsys):
     """4-bit weights / 8-bit activations, 1000 calibration images (the first 1000 of the
     MNIST test set, labels unread): at most 0.5 points below 99.14 % on all 10,000."""
-    needs(LENET)
-    needs(MNIST / "t10k-images-idx3-ubyte.gz")
-    db = tmp_path / "mnist_test_lmdb"
-    write_mnist_lmdb(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz",
-                     db)
-    model = tmp_path / "lenet_train_test.prototxt"
-    model.write_text(lenet_with_data_layer(db))
+    db, model = lenet_on_mnist(tmp_path)
     out = tmp_path / "out"
     assert cli(f"--model={model}", f"--weights={LENET / 'lenet_iter_10000.caffemodel'}",
                f"--out={out}", f"--calib={db}", "--noprogress") == 0

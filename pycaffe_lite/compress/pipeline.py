@@ -207,17 +207,22 @@ def alpha_term_param(net_param):
     return out
 
 
-def quantize_weights(net_param, weights, options, model="net", source="weights"):
-    """(alpha-term NetParameter, caffemodel NetParameter, per-layer info)."""
+def quantize_weights(net_param, weights, options, model="net", source="weights",
+                     progress=None):
+    """(alpha-term NetParameter, caffemodel NetParameter, per-layer info);
+    ``progress(total)``: a tqdm-like bar maker, one step per layer."""
     layers = _check_net(net_param, model)
     blobs = netparams.weight_blobs(weights)
     names = list(dict.fromkeys(layer.name for layer in layers))
     fixed = {names[0], names[-1]}
     info, done = [], set()
+    bar = progress(len(names)) if progress else None
     for layer in layers:
         if layer.name in done:
             continue
         done.add(layer.name)
+        if bar is not None:
+            bar.update()
         if layer.name not in blobs:
             raise CompressError(f"{source}: no weights for layer '{layer.name}' "
                                 f"({layer.type}) of {model}")
@@ -250,6 +255,8 @@ def quantize_weights(net_param, weights, options, model="net", source="weights")
                      "magnitudes": [float(v) for v in distinct if v]})
         log.info("%s: %s, relative L2 error %.4f (%d iterations, %.2f s)", layer.name,
                  result.range_text(), error, result.iterations, time.perf_counter() - t)
+    if bar is not None:
+        bar.close()
     quantized = alpha_term_param(net_param)
     return quantized, netparams.weights_message(quantized, blobs), info
 
@@ -414,8 +421,9 @@ class _Run:
                                      "source": o.calib or f"TRAIN layer '{layer.name}'"}
 
     def weights_stage(self):
-        param, caffemodel, info = quantize_weights(self.net_param, self.weights, self.options,
-                                                   self.model, self.weights)
+        param, caffemodel, info = quantize_weights(
+            self.net_param, self.weights, self.options, self.model, self.weights,
+            _bar(self.progress, "weights", unit="layer"))
         files.write_text_proto(self.path("weights.prototxt"), param)
         files.write_binary_proto(self.path("weights.caffemodel"), caffemodel)
         return ["weights.prototxt", "weights.caffemodel"], {"layers": info}
@@ -524,7 +532,10 @@ def labelfree(model, weights, out, restart=None, progress=True, **options):
     for path, what in ((model, "model"), (weights, "weights")):
         if not os.path.isfile(path):
             raise CompressError(f"{what} file '{path}' does not exist")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise CompressError(f"cannot make the output folder '{out}': {e.strerror}") from None
     run = _Run(model, weights, out, opts, progress)
     bodies = {"calibration": run.calibration, "weights": run.weights_stage,
               "renorm": run.renorm, "activations": run.activations, "report": run.report}

@@ -194,7 +194,7 @@ def _plot(report, path):
 def write(run):
     state = run.state
     report = {
-        "model": run.model, "weights": run.weights,
+        "model": run.model, "weights_file": run.weights,
         "options": {k: v for k, v in vars(run.options).items()},
         "calibration": state.info("calibration"),
         "weights": state.info("weights")["layers"],
