@@ -31,7 +31,8 @@ def child_pipeline(model, weights, out, images, batch):
         stages = json.load(f)["stages"]
     return {"seconds": time.perf_counter() - start,
             "stages": {k: {"seconds": v["seconds"], "peak_rss_mb": v["peak_rss_mb"],
-                           "info": {"passes": v["info"].get("passes")}}
+                           "info": {"passes": v["info"].get("passes"),
+                                    "chunk": v["info"].get("chunk")}}
                        for k, v in stages.items()}}
 
 
@@ -113,7 +114,8 @@ def main():
                       for n, b in zip(args.baseline_images, big)))
     print(f"  extrapolated to N={args.images}: {big_time:.0f} s, {big_rss:.0f} MB "
           f"({fixed:.0f} MB + {per_image:.1f} MB per image)")
-    print(f"ours, streamed ({renorm['info']['passes']} passes): {renorm['seconds']:.1f} s, "
+    print(f"ours, streamed ({renorm['info']['passes']} passes, chunks of "
+          f"{renorm['info']['chunk']}): {renorm['seconds']:.1f} s, "
           f"{renorm['peak_rss_mb']:.0f} MB")
     print(f"ratio ours / one batch: time {renorm['seconds'] / big_time:.2f}, "
           f"peak RSS {renorm['peak_rss_mb'] / big_rss:.3f}")

@@ -142,6 +142,46 @@ def test_output_net_is_the_papers_structure(tmp_path):
     assert list(deploy.layer[0].input_param.shape[0].dim) == [1, 3, 8, 8]
 
 
+def test_alpha_terms_compute_alpha_q_new_or_already_there(tmp_path):
+    """The weights stage's net = the full-precision net with each W replaced by alpha Q;
+    an ``_alpha_term`` Scale the net already has (as the paper's VGG16-BN file) is
+    kept, with and without a bias term, and the product folded into it."""
+    have = (SMALL_NET.replace(
+        bn("2", "c2"), 'layer { name: "c2_alpha_term" type: "Scale" bottom: "c2" top: "c2" '
+        'scale_param { bias_term: false filler { type: "uniform" min: 0.5 max: 2 } } }\n'
+        + bn("2", "c2")).replace(
+        bn("3", "c3"), 'layer { name: "c3_alpha_term" type: "Scale" bottom: "c3" top: "c3" '
+        'scale_param { bias_term: true filler { type: "uniform" min: 0.5 max: 2 } '
+        'bias_filler { type: "gaussian" std: 0.3 } } }\n' + bn("3", "c3")))
+    model = tmp_path / "net.prototxt"
+    model.write_text(have)
+    random_weights(str(model), tmp_path / "w.caffemodel")
+    param = files.read_net(str(model))
+    quantized, caffemodel, info = pipeline.quantize_weights(
+        param, str(tmp_path / "w.caffemodel"), pipeline.Options())
+    names = [layer.name for layer in quantized.layer]
+    assert names.count("c2_alpha_term") == names.count("c3_alpha_term") == 1
+    assert [layer for layer in quantized.layer
+            if layer.name == "c2_alpha_term"][0].scale_param.bias_term       # c2 has a bias
+    _, data = images_file(tmp_path / "x.npy", 4)
+    ours = streaming.build(quantized, caffemodel, data.shape[1:], 4)
+    reference = streaming.build(param, str(tmp_path / "w.caffemodel"), data.shape[1:], 4)
+    for entry in info:                  # W -> alpha Q in the full-precision net
+        blob = reference.params[entry["layer"]][0]
+        levels = ours.params[entry["layer"]][0].data.reshape(blob.shape[0], -1)
+        alpha = ours.params[entry["layer"] + "_alpha_term"][0].data
+        if entry["layer"] in ("c2", "c3"):   # the alpha term also holds the net's own scale
+            alpha = alpha / reference.params[entry["layer"] + "_alpha_term"][0].data
+        blob.data[...] = (alpha[:, None] * levels).reshape(blob.shape)
+    for net in (ours, reference):
+        net.blobs["data"].data[...] = data
+        net.forward_range()
+    for name in ("c2", "sum", "fc", "out"):
+        expected = reference.blobs[name].data
+        numpy.testing.assert_allclose(ours.blobs[name].data, expected, rtol=0,
+                                      atol=1e-5 * numpy.abs(expected).max())
+
+
 def test_folded_steps_compute_step_times_code(tmp_path):
     """The final net = the re-normalised net with each ReLU output replaced by step * code."""
     run_small(tmp_path)

@@ -45,7 +45,10 @@ def test_paper_net_compresses_and_its_output_runs(name, tmp_path, capsys):
     final = files.read_net(str(out / "train_val.prototxt"))
     count = lambda net, kind: sum(layer.type == kind for layer in net.layer)   # noqa: E731
     params = count(param, "Convolution") + count(param, "InnerProduct")
-    assert sum(layer.name.endswith("_alpha_term") for layer in final.layer) == params
+    names = [layer.name for layer in final.layer]
+    assert sum(n.endswith("_alpha_term") for n in names) == params
+    shared = len(param.layer) - len({layer.name for layer in param.layer})   # TRAIN/TEST data
+    assert len(names) - len(set(names)) == shared
     assert count(final, "Quant") == count(param, "ReLU") > 0 and count(final, "ReLU") == 0
     assert count(final, "BatchNorm") == count(param, "BatchNorm")
     assert len(report["weights"]) == params and len(report["activations"]) == count(

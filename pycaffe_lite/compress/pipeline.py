@@ -11,7 +11,9 @@ redoes from a stage on):
    of two levels (``weight_bits``), the first and last such layer (file order)
    ``fixed_bits`` fixed point.  A Scale layer ``<layer>_alpha_term`` follows
    each, in place, holding ``alpha`` and the bias ``b * (1 - alpha)`` (the
-   layer keeps its bias ``b``: ``alpha (Q x + b) + b (1 - alpha) = alpha Q x + b``).
+   layer keeps its bias ``b``: ``alpha (Q x + b) + b (1 - alpha) = alpha Q x + b``;
+   a net that already has its ``_alpha_term`` layers keeps them, the product
+   folded in: :func:`fold_scale`).
    The layer's blob holds the integer levels ``Q``.  Writes ``weights.prototxt``
    (the paper's ``BN_update`` net) and ``weights.caffemodel``.
 3. ``renorm``: BatchNorm statistics re-estimated through the quantised net on
@@ -186,17 +188,37 @@ def _check_net(net_param, model):
     return layers
 
 
-def alpha_term_param(net_param):
+def existing_alpha_terms(net_param):
+    """Names of the Convolution / InnerProduct layers already followed by their
+    ``<layer>_alpha_term`` Scale, in place (the paper's VGG16-BN file has them)."""
+    found = set()
+    for layer, after in zip(net_param.layer, list(net_param.layer)[1:]):
+        if (layer.type in netparams.PARAM_TYPES and after.name == layer.name + "_alpha_term"
+                and after.type == "Scale" and list(after.bottom) == [layer.top[0]]
+                and list(after.top) == [layer.top[0]]):
+            found.add(layer.name)
+    return found
+
+
+def alpha_term_param(net_param, existing=()):
     """``net_param`` with a Scale ``<layer>_alpha_term`` after every Convolution /
-    InnerProduct, in place on its top (the paper's structure)."""
+    InnerProduct, in place on its top (the paper's structure); a layer in
+    ``existing`` keeps its own, which gets a bias term where the layer has one."""
     out = type(net_param)()
     out.CopyFrom(net_param)
     del out.layer[:]
+    bias_of = {}
     for layer in net_param.layer:
-        out.layer.add().CopyFrom(layer)
+        entry = out.layer.add()
+        entry.CopyFrom(layer)
+        if layer.type == "Scale" and layer.name in bias_of:
+            entry.scale_param.bias_term = entry.scale_param.bias_term or bias_of[layer.name]
         if layer.type not in netparams.PARAM_TYPES:
             continue
         conv = layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
+        if layer.name in existing:
+            bias_of[layer.name + "_alpha_term"] = conv.bias_term
+            continue
         scale = out.layer.add(name=layer.name + "_alpha_term", type="Scale",
                               bottom=[layer.top[0]], top=[layer.top[0]])
         scale.include.extend(layer.include)
@@ -207,6 +229,21 @@ def alpha_term_param(net_param):
     return out
 
 
+def fold_scale(term, bias, factor):
+    """The alpha term ``(S, B)`` of a layer with bias ``b`` once the layer's product
+    is multiplied by ``factor``: ``S (factor P + b) + B = S' (P + b) + B'`` with
+    ``S' = S factor`` and ``B' = B + S b (1 - factor)``."""
+    scale = term[0]
+    new = [(scale * factor).astype(numpy.float32)]
+    offset = term[1] if len(term) > 1 else None
+    if bias is not None:
+        offset = numpy.zeros_like(scale) if offset is None else offset
+        offset = offset + scale * bias * (numpy.float32(1) - factor)
+    if offset is not None:
+        new.append(offset.astype(numpy.float32))
+    return new
+
+
 def quantize_weights(net_param, weights, options, model="net", source="weights",
                      progress=None):
     """(alpha-term NetParameter, caffemodel NetParameter, per-layer info);
@@ -215,6 +252,7 @@ def quantize_weights(net_param, weights, options, model="net", source="weights",
     blobs = netparams.weight_blobs(weights)
     names = list(dict.fromkeys(layer.name for layer in layers))
     fixed = {names[0], names[-1]}
+    existing = existing_alpha_terms(net_param)
     info, done = [], set()
     bar = progress(len(names)) if progress else None
     for layer in layers:
@@ -243,10 +281,12 @@ def quantize_weights(net_param, weights, options, model="net", source="weights",
         alpha = result.alpha
         bias = held[1].reshape(-1) if len(held) > 1 else None
         blobs[layer.name] = [levels] + held[1:]
-        term = [alpha]
-        if bias is not None:
-            term.append((bias * (numpy.float32(1) - alpha)).astype(numpy.float32))
-        blobs[layer.name + "_alpha_term"] = term
+        term_name = layer.name + "_alpha_term"
+        if layer.name in existing and term_name in blobs:
+            term = [b.reshape(-1) for b in blobs[term_name]]
+        else:               # a new alpha term (or an existing one the weights lack: 1, 0)
+            term = [numpy.ones(rows, numpy.float32)]
+        blobs[term_name] = fold_scale(term, bias, alpha)
         distinct = numpy.unique(numpy.abs(levels))
         info.append({"layer": layer.name, "type": layer.type, "kind": kind, "bits": bits,
                      "range": result.range_text(), "start": result.start,
@@ -257,7 +297,7 @@ def quantize_weights(net_param, weights, options, model="net", source="weights",
                  result.range_text(), error, result.iterations, time.perf_counter() - t)
     if bar is not None:
         bar.close()
-    quantized = alpha_term_param(net_param)
+    quantized = alpha_term_param(net_param, existing)
     return quantized, netparams.weights_message(quantized, blobs), info
 
 
@@ -311,12 +351,11 @@ def quantize_activations(param, blobs, steps, bits):
         parts = []
         for kind, target, *rest in absorbers:
             if kind == "scale":
-                term = blobs[target + "_alpha_term"]
-                term[0] = (term[0] * numpy.float32(step)).astype(numpy.float32)
-                if len(term) > 1:
-                    term[1] = (blobs[target][1].reshape(-1) * (numpy.float32(1) - term[0])
-                               ).astype(numpy.float32)
-                parts.append(f"{target}_alpha_term")
+                held = blobs[target]
+                term = target + "_alpha_term"
+                blobs[term] = fold_scale(blobs[term], held[1].reshape(-1) if len(held) > 1
+                                         else None, numpy.float32(step))
+                parts.append(term)
             else:
                 coeffs.setdefault(target, {})[rest[0]] = step
                 parts.append(f"{target} coeff {rest[0]}")
@@ -458,7 +497,7 @@ class _Run:
                   for name in found}
         log.info("Re-normalised %d BatchNorm layers in %d passes over %d images", len(found),
                  passes, min(self.options.images, len(images)))
-        return ["renorm.caffemodel"], {"batchnorms": shifts, "passes": passes}
+        return ["renorm.caffemodel"], {"batchnorms": shifts, "passes": passes, "chunk": chunk}
 
     def activations(self):
         o = self.options
@@ -496,7 +535,8 @@ class _Run:
         files.write_binary_proto(self.path("quantized.caffemodel"),
                                  netparams.weights_message(final, blobs))
         return (["train_val.prototxt", "deploy.prototxt", "quantized.caffemodel"],
-                {"relus": info, "leaky": leaky, "passes": passes, "bits": o.act_bits})
+                {"relus": info, "leaky": leaky, "passes": passes, "bits": o.act_bits,
+                 "chunk": chunk})
 
     def report(self):
         from . import report
