@@ -314,7 +314,7 @@ def test_calibration_from_an_image_list_uses_the_nets_transform(tmp_path):
         'TRAIN } transform_param { scale: 0.5 crop_size: 6 } image_data_param { source: '
         '"x" batch_size: 2 } }', __import__("pycaffe_lite").proto.caffe_pb2.NetParameter())
     layer = calibration.source_layer(param, str(listing))
-    shape, digest = calibration.write(layer, 3, str(tmp_path / "c.npy"), chunk=2)
+    shape = calibration.write(layer, 3, str(tmp_path / "c.npy"), chunk=2)
     assert shape == (3, 3, 6, 6)
     data = numpy.load(tmp_path / "c.npy")
     assert [float(data[k].max()) for k in range(3)] == [0.0, 25.0, 50.0]

@@ -10,7 +10,6 @@ forward does.  Labels are never read into the file.
 The file is written in chunks and read back in chunks, so no more than one
 chunk of images is in memory at a time.
 """
-import hashlib
 import os
 
 import numpy
@@ -33,15 +32,25 @@ def _source(net_param, phase):
     layers = netparams.source_layers(netparams.phase_param(net_param, phase))
     if len(layers) > 1:
         names = ", ".join(f"'{layer.name}'" for layer in layers)
-        raise CalibrationError(f"the net has {len(layers)} {'TRAIN' if phase == TRAIN else 'TEST'} data layers "
-                               f"({names}); the pipeline calibrates nets with one data input")
+        which = "TRAIN" if phase == TRAIN else "TEST"
+        raise CalibrationError(f"the net has {len(layers)} {which} data layers ({names}); the "
+                               "pipeline calibrates nets with one data input")
     return layers[0] if layers else None
 
 
-def _input_shape(net_param):
+def _input_layer(net_param):
     for layer in netparams.phase_param(net_param, TRAIN).layer:
         if layer.type == "Input" and layer.input_param.shape:
-            return tuple(layer.input_param.shape[0].dim)
+            return layer
+    return None
+
+
+def source_path(layer):
+    """The file or folder a Data / ImageData layer reads (None for other types)."""
+    if layer.type == "Data":
+        return layer.data_param.source
+    if layer.type == "ImageData":
+        return layer.image_data_param.source
     return None
 
 
@@ -49,18 +58,13 @@ def source_layer(net_param, source, model="the net"):
     """The LayerParameter that reads the calibration images of ``source``."""
     train = _source(net_param, TRAIN)
     if source == "synthetic":
-        if train is None:
-            shape = _input_shape(net_param)
-            if not shape:
-                raise CalibrationError(f"{model} has neither a TRAIN data layer nor an Input "
-                                       "layer with a shape: nothing tells the image size")
-            layer = caffe_pb2.LayerParameter(name="data", type="Input", top=["data"])
-            layer.input_param.shape.add().dim.extend(shape)
-            train = layer
-        net = caffe_pb2.NetParameter(layer=[train])
-        if train.type == "Input":
-            return _dummy(train.top[0], train.input_param.shape[0].dim[1:])
-        return synthesize_data_layers(net).layer[0]
+        if train is not None:
+            return synthesize_data_layers(caffe_pb2.NetParameter(layer=[train])).layer[0]
+        given = _input_layer(net_param)
+        if given is None:
+            raise CalibrationError(f"{model} has neither a TRAIN data layer nor an Input "
+                                   "layer with a shape: nothing tells the image size")
+        return _dummy(given.top[0], given.input_param.shape[0].dim[1:])
     if source is None:
         if train is None:
             raise CalibrationError(f"{model} has no TRAIN data layer to calibrate from: give "
@@ -103,7 +107,7 @@ def available(layer):
     """How many images the layer's source holds (None: unbounded or unknown)."""
     if layer.type == "Data":
         from ..io.db import DBReader
-        reader = DBReader(layer.data_param.source, layer.data_param.backend,
+        reader = DBReader(source_path(layer), layer.data_param.backend,
                           what="calibration database")
         try:
             return len(reader)
@@ -112,7 +116,7 @@ def available(layer):
     if layer.type == "ImageData":
         from ..io.caffe_io import read_image_list
         try:
-            return len(read_image_list(layer.image_data_param.source))
+            return len(read_image_list(source_path(layer)))
         except CaffeError as e:
             raise CalibrationError(f"calibration image list: {e}") from None
     return None
@@ -130,8 +134,8 @@ def _set_batch(layer, batch):
 
 
 def write(layer, images, path, chunk=50, progress=None, describe="calibration source"):
-    """Read ``images`` images of ``layer`` into ``path`` (atomically); return
-    ``(shape, sha256 of the float32 data)``."""
+    """Read ``images`` images of ``layer`` into ``path`` (atomically); return their
+    shape."""
     held = available(layer)
     if held is not None and held < images:
         raise CalibrationError(f"{describe} holds {held} images; {images} asked "
@@ -142,7 +146,6 @@ def write(layer, images, path, chunk=50, progress=None, describe="calibration so
     del reader.exclude[:]
     _set_batch(reader, min(chunk, images))
     net = Net(caffe_pb2.NetParameter(name="calibration", layer=[reader]), phase=TRAIN)
-    digest = hashlib.sha256()
     try:
         with files.atomic_output(path) as f:
             done, header = 0, None
@@ -155,13 +158,12 @@ def write(layer, images, path, chunk=50, progress=None, describe="calibration so
                     npy.write_array_header_1_0(f, {"descr": npy.dtype_to_descr(data.dtype),
                                                    "fortran_order": False, "shape": header})
                 f.write(data.tobytes())
-                digest.update(data.tobytes())
                 done += len(data)
                 if progress is not None:
                     progress.update(len(data))
     finally:
         net.close()
-    return header, digest.hexdigest()
+    return header
 
 
 class Images:

@@ -130,9 +130,10 @@ class State:
                    and _sha256_file(os.path.join(self.out, name)) == digest
                    for name, digest in entry["outputs"].items())
 
-    def record(self, stage, key, outputs, info, seconds, peak):
+    def record(self, stage, key, outputs, info, seconds, peak, peak_reset):
         self.stages[stage] = {
             "key": key, "info": info, "seconds": seconds, "peak_rss_mb": peak,
+            "peak_reset_at_start": peak_reset,
             "outputs": {name: _sha256_file(os.path.join(self.out, name)) for name in outputs}}
         data = json.dumps({"version": STATE_VERSION, "stages": self.stages}, indent=1)
         files.write_atomic(self.path, data.encode())
@@ -250,15 +251,15 @@ def quantize_weights(net_param, weights, options, model="net", source="weights",
     ``progress(total)``: a tqdm-like bar maker, one step per layer."""
     layers = _check_net(net_param, model)
     blobs = netparams.weight_blobs(weights)
-    names = list(dict.fromkeys(layer.name for layer in layers))
-    fixed = {names[0], names[-1]}
+    first = {}
+    for layer in layers:                    # a layer in both phases counts once
+        first.setdefault(layer.name, layer)
+    unique = list(first.values())
+    fixed = {unique[0].name, unique[-1].name}
     existing = existing_alpha_terms(net_param)
-    info, done = [], set()
-    bar = progress(len(names)) if progress else None
-    for layer in layers:
-        if layer.name in done:
-            continue
-        done.add(layer.name)
+    info = []
+    bar = progress(len(unique)) if progress else None
+    for layer in unique:
         if bar is not None:
             bar.update()
         if layer.name not in blobs:
@@ -303,11 +304,11 @@ def quantize_weights(net_param, weights, options, model="net", source="weights",
 
 # --- stage 4: activations -----------------------------------------------------------
 
-def _absorbers(test, start):
+def _absorbers(test, readers, start):
     """Where the step of the codes leaving ``start`` (layer index, top) can be
     multiplied back: a list of ("scale", conv name) / ("eltwise", name, bottom),
-    or None when some reader cannot take it (then a Power layer does)."""
-    readers = netparams.consumers(test)
+    or None when some reader cannot take it (then a Power layer does).
+    ``readers``: :func:`netparams.consumers` of ``test``."""
     found = []
 
     def walk(source):
@@ -333,9 +334,8 @@ def _absorbers(test, start):
 def quantize_activations(param, blobs, steps, bits):
     """Turn the ReLUs named in ``steps`` into Quant / ActQuantize layers; give
     each step back downstream.  Returns (NetParameter, blobs, per-ReLU how)."""
-    out = type(param)()
-    out.CopyFrom(param)
     test = netparams.phase_param(param, TEST)
+    readers = netparams.consumers(test)
     index = {layer.name: i for i, layer in enumerate(test.layer)}
     where = {}
     coeffs, powers = {}, set()
@@ -343,7 +343,7 @@ def quantize_activations(param, blobs, steps, bits):
         if bits != 8:
             where[name] = "ActQuantize (outputs step x code)"
             continue
-        absorbers = _absorbers(test, (index[name], 0))
+        absorbers = _absorbers(test, readers, (index[name], 0))
         if absorbers is None:
             powers.add(name)
             where[name] = f"Power layer {name}_step"
@@ -360,9 +360,10 @@ def quantize_activations(param, blobs, steps, bits):
                 coeffs.setdefault(target, {})[rest[0]] = step
                 parts.append(f"{target} coeff {rest[0]}")
         where[name] = ", ".join(parts)
-    layers = list(out.layer)
+    out = type(param)()
+    out.CopyFrom(param)
     del out.layer[:]
-    for layer in layers:
+    for layer in param.layer:
         entry = out.layer.add()
         entry.CopyFrom(layer)
         if layer.name in steps and layer.type == "ReLU":
@@ -412,9 +413,19 @@ class _Run:
         self.options, self.progress = options, progress
         self.net_param = files.read_net(model)
         self.state = State(out)
+        self._inputs = None
 
     def path(self, name):
         return os.path.join(self.out, name)
+
+    def bar(self, desc, unit="image"):
+        return _bar(self.progress, desc, unit)
+
+    def inputs(self):
+        """sha256 of the model and weights files (hashed once a run)."""
+        if self._inputs is None:
+            self._inputs = [_sha256_file(self.model), _sha256_file(self.weights)]
+        return self._inputs
 
     # -- keys: what each stage reads
     def key(self, stage):
@@ -428,14 +439,13 @@ class _Run:
                     "report": ("calibration", "weights", "renorm", "activations")}[stage]
         parts = [self.state.outputs(s) for s in upstream]
         if stage == "weights":
-            parts += [_sha256_file(self.model), _sha256_file(self.weights), o.weight_bits,
-                      o.fixed_bits]
+            parts += [*self.inputs(), o.weight_bits, o.fixed_bits]
         if stage == "renorm":
             parts += [o.images]
         if stage == "activations":
             parts += [o.act_images, o.act_bits]
         if stage == "report":
-            parts += [o.test_iterations, _sha256_file(self.model), _sha256_file(self.weights)]
+            parts += [o.test_iterations, *self.inputs()]
         return _key(stage, *parts)
 
     # -- stages
@@ -445,10 +455,10 @@ class _Run:
         rng.set_random_seed(o.seed)
         describe = (f"calibration source '{o.calib}'" if o.calib else
                     f"the TRAIN data layer '{layer.name}' of {self.model}")
-        make = _bar(self.progress, "calibration images")
+        make = self.bar("calibration images")
         bar = make(o.images) if make else None
         try:
-            shape, digest = calibration.write(layer, o.images, self.path("calibration.npy"),
+            shape = calibration.write(layer, o.images, self.path("calibration.npy"),
                                               chunk=o.batch or 50, progress=bar,
                                               describe=describe)
         finally:
@@ -456,13 +466,13 @@ class _Run:
                 bar.close()
         log.info("Calibration: %d images of %s from %s", shape[0], "x".join(map(str, shape[1:])),
                  describe)
-        return ["calibration.npy"], {"shape": list(shape), "sha256": digest,
+        return ["calibration.npy"], {"shape": list(shape),
                                      "source": o.calib or f"TRAIN layer '{layer.name}'"}
 
     def weights_stage(self):
         param, caffemodel, info = quantize_weights(
             self.net_param, self.weights, self.options, self.model, self.weights,
-            _bar(self.progress, "weights", unit="layer"))
+            self.bar("weights", unit="layer"))
         files.write_text_proto(self.path("weights.prototxt"), param)
         files.write_binary_proto(self.path("weights.caffemodel"), caffemodel)
         return ["weights.prototxt", "weights.caffemodel"], {"layers": info}
@@ -479,7 +489,7 @@ class _Run:
         param, net, images, chunk = self._stream_net("weights.caffemodel")
         found, passes = streaming.renormalize(net, images, chunk,
                                               self.options.images,
-                                              _bar(self.progress, "re-normalisation"))
+                                              self.bar("re-normalisation"))
         blobs = netparams.weight_blobs(self.path("weights.caffemodel"))
         before = {}
         for name, (mean, var) in found.items():
@@ -515,7 +525,7 @@ class _Run:
         if relus:
             searches, passes = streaming.activation_steps(
                 net, images, chunk, o.act_images, relus, top,
-                _bar(self.progress, "activation steps"))
+                self.bar("activation steps"))
             steps = {name: s.result for name, s in searches.items()}
         blobs = netparams.weight_blobs(self.path("renorm.caffemodel"))
         final, blobs, where = quantize_activations(param, blobs, steps, o.act_bits)
@@ -528,10 +538,9 @@ class _Run:
                          "restored_by": where[name]})
             log.info("%s: step %.6g (%d iterations), %.3f%% clipped; restored in %s", name,
                      s.result, s.iterations, 100 * info[-1]["clip_rate"], where[name])
-        images_shape = calibration.Images(self.path("calibration.npy")).shape[1:]
         files.write_text_proto(self.path("train_val.prototxt"), final)
         files.write_text_proto(self.path("deploy.prototxt"), netparams.deploy_param(
-            final, (1,) + tuple(images_shape), softmax=True))
+            final, (1,) + tuple(images.shape[1:]), softmax=True))
         files.write_binary_proto(self.path("quantized.caffemodel"),
                                  netparams.weights_message(final, blobs))
         return (["train_val.prototxt", "deploy.prototxt", "quantized.caffemodel"],
@@ -546,14 +555,15 @@ class _Run:
 def _fingerprint(layer):
     """What identifies the images a source layer reads (a file's bytes, an LMDB's
     size and time)."""
+    source = calibration.source_path(layer)
     if layer.type == "Data":
-        path = os.path.join(layer.data_param.source, "data.mdb")
+        path = os.path.join(source, "data.mdb")
         if os.path.exists(path):
             st = os.stat(path)
             return [path, st.st_size, st.st_mtime_ns]
-        return [layer.data_param.source]
-    if layer.type == "ImageData" and os.path.isfile(layer.image_data_param.source):
-        return _sha256_file(layer.image_data_param.source)
+        return [source]
+    if layer.type == "ImageData" and os.path.isfile(source):
+        return _sha256_file(source)
     return None
 
 
@@ -592,8 +602,7 @@ def labelfree(model, weights, out, restart=None, progress=True, **options):
         outputs, info = bodies[stage]()
         seconds = time.perf_counter() - start
         peak = _peak_mb()
-        info["peak_is_stage_only"] = exact
-        run.state.record(stage, key, outputs, info, seconds, peak)
+        run.state.record(stage, key, outputs, info, seconds, peak, exact)
         log.info("Stage %s done in %.1f s, peak RSS %.0f MB", stage, seconds, peak)
     with open(run.path("report.json")) as f:
         return json.load(f)

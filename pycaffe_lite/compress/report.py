@@ -14,6 +14,7 @@ import numpy
 from ..backend import to_numpy
 from ..errors import CaffeError
 from ..io import files
+from ..io.synthetic import batch_size
 from ..layer import TEST
 from ..net import Net
 from . import calibration, netparams
@@ -39,12 +40,10 @@ def _test_setup(net_param, iterations):
         if iterations:
             return tops, iterations, None
         return f"the TEST data layer is {layer.type}: give --test-iterations"
-    source = (layer.data_param.source if layer.type == "Data"
-              else layer.image_data_param.source)
+    source = calibration.source_path(layer)
     if not os.path.exists(source):
         return f"the TEST data source '{source}' is not on this machine"
-    batch = (layer.data_param.batch_size if layer.type == "Data"
-             else layer.image_data_param.batch_size)
+    batch = batch_size(layer)
     try:
         held = calibration.available(layer)
     except CaffeError as e:
@@ -56,14 +55,12 @@ def _test_setup(net_param, iterations):
     return tops, iterations, iterations * batch
 
 
-def score(model, weights, tops, iterations, progress=None, desc="test"):
-    """Mean of each accuracy top over ``iterations`` TEST batches."""
+def score(model, weights, tops, iterations, progress=None):
+    """Mean of each accuracy top over ``iterations`` TEST batches; ``progress(total)``:
+    a tqdm-like bar maker."""
     net = Net(model, phase=TEST, weights=weights)
     sums = dict.fromkeys(tops, 0.0)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=iterations, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = progress(iterations) if progress else None
     try:
         for _ in range(iterations):
             net.forward_range()
@@ -87,8 +84,8 @@ def _accuracy(run):
     for label, model, weights in NETS:
         model = run.model if model is None else run.path(model)
         weights = run.weights if weights is None else run.path(weights)
-        rows.append({"net": label, **score(model, weights, tops, iterations, run.progress,
-                                           label)})
+        rows.append({"net": label, **score(model, weights, tops, iterations,
+                                           run.bar(label, unit="batch"))})
     return {"tops": tops, "iterations": iterations, "images": images, "rows": rows}
 
 
@@ -198,7 +195,7 @@ def write(run):
         "options": {k: v for k, v in vars(run.options).items()},
         "calibration": state.info("calibration"),
         "weights": state.info("weights")["layers"],
-        "renorm": {k: v for k, v in state.info("renorm").items() if k != "peak_is_stage_only"},
+        "renorm": state.info("renorm"),
         "activations": state.info("activations")["relus"],
         "leaky_relus": state.info("activations")["leaky"],
         "stages": {name: {"seconds": state.stages[name]["seconds"],

@@ -11,7 +11,7 @@ from ..proto import caffe_pb2
 SOURCE_TYPES = {"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData"}
 
 
-def _batch_size(layer):
+def batch_size(layer):
     for field in ("data_param", "image_data_param", "hdf5_data_param", "window_data_param",
                   "memory_data_param"):
         if layer.HasField(field):
@@ -49,7 +49,7 @@ def synthesize_data_layers(net_param, sample_shape=(3, 224, 224), shapes=None, b
     for layer in out.layer:
         if layer.type not in SOURCE_TYPES:
             continue
-        n = batch or _batch_size(layer)
+        n = batch or batch_size(layer)
         image = (n,) + tuple(_sample_shape(layer, sample_shape))
         dummy = caffe_pb2.LayerParameter(name=layer.name, type="DummyData")
         dummy.top.extend(layer.top)

@@ -7,7 +7,6 @@ prototxts' own fillers are often absent, i.e. constant 0).
 """
 import numpy
 
-from ..backend import to_numpy
 
 
 def randomize(net, seed=0):
@@ -25,5 +24,5 @@ def randomize(net, seed=0):
                 values = rng.normal(0, fan_in ** -0.5, shape)
             else:
                 values = rng.normal(0, 0.01, shape)
-            blob.data[...] = net.xp.asarray(values.astype(to_numpy(blob.data).dtype))
+            blob.data[...] = net.xp.asarray(values.astype(blob.dtype))
     return net
