@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     python_layer,
+    qcnn,
     quant,
     recurrent,
     shape,

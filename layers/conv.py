@@ -106,16 +106,20 @@ class _ConvolutionBase(Layer):
         if self.num_output % self.group:
             raise self.error(f"num_output {self.num_output} should be a multiple of group "
                              f"{self.group}")
+        self.bias_term = bool(cp.bias_term)
+        self.blobs = []
+        self.make_param_blobs(cp)
+        self._weight = None
+
+    def make_param_blobs(self, cp):
+        """Weight ``[out, in/group, *kernel]`` and bias (QConvolution: its own)."""
         if self.reverse_dimensions:
             out_c, in_c = self.channels, self.num_output
         else:
             out_c, in_c = self.num_output, self.channels
-        self.bias_term = bool(cp.bias_term)
-        self.blobs = []
         self.add_param_blob((out_c, in_c // self.group) + self.geom.kernel, cp.weight_filler)
         if self.bias_term:
             self.add_param_blob((self.num_output,), cp.bias_filler)
-        self._weight = None
 
     def reshape(self, bottom, top):
         first = bottom[0]
@@ -286,12 +290,16 @@ class InnerProductLayer(Layer):
             raise self.error(f"inner_product_param.axis {p.axis} out of range for bottom "
                              f"'{self.bottom_name(0)}' of shape {bottom[0].shape}") from None
         self.k = bottom[0].count_range(self.axis)
-        shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
         self.blobs = []
+        self.make_param_blobs(p)
+        self._weight = None
+
+    def make_param_blobs(self, p):
+        """Weight ``[N, K]`` (transpose: ``[K, N]``) and bias (QInnerProduct: its own)."""
+        shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
         self.add_param_blob(shape, p.weight_filler)
         if self.bias_term:
             self.add_param_blob((self.num_output,), p.bias_filler)
-        self._weight = None
 
     def reshape(self, bottom, top):
         try:

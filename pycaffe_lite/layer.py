@@ -58,6 +58,9 @@ class Layer:
     # In-place layers keep a copy of their input for backward; an inference-only
     # net (Net.set_inference_only) turns that off.
     keeps_inputs = True
+    # Why the layer has no backward (the Q-CNN layers), or None: a net that would
+    # run its backward is refused when built.
+    inference_only = None
 
     def __init__(self, param, phase=TRAIN, xp=numpy, dtype=numpy.float32):
         self.param = param

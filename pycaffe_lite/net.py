@@ -249,10 +249,14 @@ class Net:
     def _add_param(self, i, k, spec):
         """Register param ``k`` of layer ``i``; share it if another layer named it first.
 
-        Its diff is frozen when ``spec.lr_mult`` is 0.
+        Its diff is frozen when ``spec.lr_mult`` is 0.  An integer blob (Q-CNN's
+        codeword indices) is a fixed table, never a learnable param.
         """
         record = self.records[i]
         blob = record.layer.blobs[k]
+        if blob.dtype.kind in "iu":
+            record.frozen_params.append(k)
+            return
         if spec.name and spec.name in self.param_owner:
             owner_layer, owner_index = self.param_owner[spec.name]
             if owner_layer == i:
@@ -306,6 +310,14 @@ class Net:
                     for j, need in enumerate(record.bottom_need_backward)]
                 record.frozen_params = []
             record.set_param_propagate_down()
+            wanted = any(record.bottom_need_backward) or \
+                len(record.frozen_params) < len(record.layer.blobs)
+            if record.need_backward and wanted and record.layer.inference_only:
+                raise NetError(
+                    f"layer '{record.name}' (type {record.layer.type}) is inference-only "
+                    f"({record.layer.inference_only}), but this net asks it for gradients: "
+                    "give it propagate_down: false for each bottom (the layers below it "
+                    "then do not learn through it) and no param with a non-zero lr_mult")
 
     # --- views and edits of the layer records ------------------------------------------
     @property
@@ -473,8 +485,8 @@ class Net:
             lp.CopyFrom(record.layer.param)
             del lp.blobs[:]
             for blob in record.layer.blobs:
-                files.array_to_blob_proto(to_numpy(blob.data),
-                                          to_numpy(blob.diff) if write_diff else None,
+                diff = write_diff and blob.dtype.kind == "f"
+                files.array_to_blob_proto(to_numpy(blob.data), to_numpy(blob.diff) if diff else None,
                                           lp.blobs.add())
         return out
 

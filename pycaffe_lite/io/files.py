@@ -15,6 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from ..errors import ParseError, WeightsError
 from ..proto import caffe_pb2
+from . import bitpack
 from .upgrade import net_version, upgrade_net, upgrade_solver
 
 # First bytes of files that users mistake for Caffe files.
@@ -407,23 +408,49 @@ def blob_proto_to_array(proto, dtype=numpy.float32, diff=False):
     ``double_data`` / ``double_diff`` are read when present.
     """
     shape = blob_proto_shape(proto)
+    expected = int(numpy.prod(shape, dtype=numpy.int64))
+    if proto.packed_bits and not diff:
+        try:
+            values = bitpack.unpack(proto.packed_data, proto.packed_bits, expected)
+        except ValueError as e:
+            raise WeightsError(f"BlobProto of shape {shape} packed at {proto.packed_bits} "
+                               f"bits: {e}") from None
+        return _as_unsigned(values, dtype, shape) if numpy.dtype(dtype).kind == "u" else \
+            values.astype(dtype).reshape(shape)
     if diff:
         values = proto.double_diff if len(proto.double_diff) else proto.diff
     else:
         values = proto.double_data if len(proto.double_data) else proto.data
+    dtype = numpy.dtype(dtype)
+    if dtype.kind == "u":
+        return _as_unsigned(numpy.array(values, dtype=numpy.float64), dtype, shape)
     array = numpy.array(values, dtype=dtype)
-    expected = int(numpy.prod(shape, dtype=numpy.int64))
     if array.size != expected:
         raise WeightsError(f"BlobProto declares shape {shape} ({expected} values) but holds "
                            f"{array.size}")
     return array.reshape(shape)
 
 
+def _as_unsigned(values, dtype, shape):
+    """Values read for an unsigned integer blob (codeword indices): whole numbers in
+    the dtype's range, or an error."""
+    top = numpy.iinfo(dtype).max
+    if values.size != int(numpy.prod(shape, dtype=numpy.int64)):
+        raise WeightsError(f"BlobProto declares shape {shape} but holds {values.size} values")
+    whole = values.dtype.kind in "iu" or numpy.all(values == numpy.floor(values))
+    if values.size and not (whole and values.min() >= 0 and values.max() <= top):
+        raise WeightsError(f"BlobProto of shape {shape} should hold whole numbers 0..{top} "
+                           f"(codeword indices); it holds {values.min()}..{values.max()}")
+    return values.astype(dtype).reshape(shape)
+
+
 def array_to_blob_proto(array, diff=None, proto=None, legacy=False):
     """Fill a BlobProto (packed float data, and ``diff``) from arrays.
 
     The shape goes to ``shape``, or with ``legacy`` to num/channels/height/width
-    (as Caffe's tools write mean files; at most 4 axes).
+    (as Caffe's tools write mean files; at most 4 axes).  An unsigned integer
+    array (Q-CNN's codeword indices) is stored bit-packed, at the bits its
+    largest value needs, with no diff.
     """
     proto = proto if proto is not None else caffe_pb2.BlobProto()
     proto.Clear()
@@ -435,6 +462,10 @@ def array_to_blob_proto(array, diff=None, proto=None, legacy=False):
         proto.num, proto.channels, proto.height, proto.width = (int(d) for d in four)
     else:
         proto.shape.dim.extend(int(d) for d in array.shape)
+    if array.dtype.kind == "u":
+        proto.packed_bits = bitpack.bits_for(int(array.max()) + 1 if array.size else 1)
+        proto.packed_data = bitpack.pack(array, proto.packed_bits)
+        return proto
     proto.MergeFromString(_packed_floats(_BLOB_DATA, array))
     if diff is not None:
         proto.MergeFromString(_packed_floats(_BLOB_DIFF, diff))

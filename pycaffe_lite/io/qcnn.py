@@ -14,6 +14,7 @@ import os
 import numpy
 
 from ..errors import CaffeError
+from . import bitpack
 
 BLOCK = 4096
 MAX_DIMS = 8
@@ -78,10 +79,10 @@ def read_cbn(path):
         raise QcnnFileError(f"{path}: dims {list(dims)} at {bits} bits need {blocks} blocks of "
                             f"{BLOCK} bytes, the file has {payload} bytes after the header")
     raw = numpy.frombuffer(data, numpy.uint8, blocks * BLOCK, offset).reshape(blocks, BLOCK)
+    # Drop each block's padding bits: one continuous stream, as bitpack reads.
     stream = numpy.unpackbits(raw, axis=1)[:, :per_block * bits]
-    weights = (1 << numpy.arange(bits - 1, -1, -1)).astype(numpy.int32)
-    values = stream.reshape(blocks, per_block, bits).astype(numpy.int32) @ weights
-    return values.reshape(-1)[:count].reshape(dims)
+    values = bitpack.unpack(numpy.packbits(stream.reshape(-1)), bits, count)
+    return values.astype(numpy.int32).reshape(dims)
 
 
 def write_cbn(path, indices, bits):
@@ -95,9 +96,8 @@ def write_cbn(path, indices, bits):
     blocks = -(-indices.size // per_block)
     flat = numpy.zeros(blocks * per_block, numpy.int64)
     flat[:indices.size] = indices.ravel()
-    shifts = numpy.arange(bits - 1, -1, -1)
-    stream = ((flat.reshape(blocks, per_block, 1) >> shifts) & 1).astype(numpy.uint8)
+    stream = numpy.unpackbits(numpy.frombuffer(bitpack.pack(flat, bits), numpy.uint8))
     padded = numpy.zeros((blocks, BLOCK * 8), numpy.uint8)
-    padded[:, :per_block * bits] = stream.reshape(blocks, -1)
+    padded[:, :per_block * bits] = stream[:blocks * per_block * bits].reshape(blocks, -1)
     header = numpy.array([indices.ndim, *indices.shape, bits], "<i4").tobytes()
     files.write_atomic(os.fspath(path), header + numpy.packbits(padded, axis=1).tobytes())
