@@ -13,6 +13,10 @@ written for it keep working:
 * ``compress labelfree``: the Label-free paper's pipeline (``--model``,
   ``--weights``, ``--out``, ``--calib``, ``--images``, ``--weight_bits``,
   ``--act_bits``, ...; see :mod:`pycaffe_lite.compress.pipeline`).
+* ``compress qcnn``, ``import qcnn``, ``speedtest``: Q-CNN's product
+  quantisation, its own model files, and its speed-test (see
+  :mod:`pycaffe_lite.compress.qcnn`, :mod:`pycaffe_lite.tools.import_qcnn`,
+  :mod:`pycaffe_lite.tools.speedtest`).
 * ``binarize``: a HWGQ net's BinaryConvolution / BinaryInnerProduct layers as
   standard Convolution / InnerProduct with the ``sign(W) * alpha`` weights
   (``--model``, ``--weights``, ``--out_model``, ``--out_weights``; an extension,
@@ -98,6 +102,18 @@ FLAGS = [
          "whole batch of the TEST source)."),
     Flag("restart", str, "", "'compress': redo the stages from this one on (calibration, "
          "weights, renorm, activations, report)."),
+    Flag("subspace_dim", int, 0, "'compress qcnn': values per subspace (0: Q-CNN's, 8 for "
+         "convolutions, 4 for inner products)."),
+    Flag("codebook", int, 0, "'compress qcnn': codewords per subspace (0: Q-CNN's, 128 for "
+         "convolutions, 32 for inner products)."),
+    Flag("layers", str, "", "'compress qcnn': the Convolution / InnerProduct layers to "
+         "quantise, separated by ',' (default: all)."),
+    Flag("dir", str, "", "'import qcnn': the folder of Q-CNN's .bin / .cbn files (its "
+         "Bin.Files)."),
+    Flag("prefix", str, "bvlc_alexnet_aCaF", "'import qcnn': the files' name prefix."),
+    Flag("skip_missing", bool, False, "'import qcnn': build the net up to the last layer whose "
+         "files are all there, instead of stopping at a missing file."),
+    Flag("threads", int, 1, "'speedtest': CPU threads (BLAS and the lookup kernels)."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
 ] + GLOG_FLAGS
@@ -608,7 +624,8 @@ def cmd_binarize(flags):
 # --- compress ----------------------------------------------------------------------
 
 @command("compress", "compress a trained net: 'compress labelfree' (4-bit power-of-two "
-         "weights, BatchNorm re-normalisation, 8-bit activations)", arguments=("method",))
+         "weights, BatchNorm re-normalisation, 8-bit activations), 'compress qcnn' (Q-CNN's "
+         "product quantisation)", arguments=("method",))
 def cmd_compress(flags, method):
     """``caffe_lite compress labelfree --model NET --weights W --out DIR [...]``.
 
@@ -616,8 +633,11 @@ def cmd_compress(flags, method):
     ``--out``, and a re-run keeps the stages whose inputs are unchanged.
     """
     from .compress import labelfree
+    if method == "qcnn":
+        from .compress.qcnn import qcnn_cli
+        return qcnn_cli(flags)
     if method != "labelfree":
-        raise UsageError(f"compress: unknown method '{method}' (methods: labelfree)")
+        raise UsageError(f"compress: unknown method '{method}' (methods: labelfree, qcnn)")
     needs = (("model", "the net to compress (a train_val or deploy prototxt)"),
              ("weights", "its trained full-precision weights"),
              ("out", "a folder for the outputs"))
@@ -641,6 +661,26 @@ def cmd_compress(flags, method):
     log.info("Wrote %s/train_val.prototxt, deploy.prototxt, quantized.caffemodel and "
              "report.md", flags.out)
     return 0
+
+
+# --- Q-CNN: import, speedtest -------------------------------------------------------
+
+@command("import", "read another tool's model files: 'import qcnn' (Q-CNN's Bin.Files to a "
+         "deploy prototxt + caffemodel)", arguments=("format",))
+def cmd_import(flags, fmt):
+    """``caffe_lite import qcnn --dir Bin.Files --prefix P --out DIR [--skip_missing]``."""
+    if fmt != "qcnn":
+        raise UsageError(f"import: unknown format '{fmt}' (formats: qcnn)")
+    from .tools.import_qcnn import import_cli
+    return import_cli(flags)
+
+
+@command("speedtest", "Q-CNN's speed-test: a Q net against its dense twin, per image, "
+         "batch 1, single thread (--model, --weights, --iterations, --threads)")
+def cmd_speedtest(flags):
+    """``caffe_lite speedtest --model Q_DEPLOY --weights Q_MODEL [--iterations N]``."""
+    from .tools.speedtest import speedtest_cli
+    return speedtest_cli(flags)
 
 
 # --- entry point ---------------------------------------------------------------------
