@@ -43,10 +43,13 @@ class _ProductQuantised:
                              f"{1 << 16} codewords")
         self.subspaces = -(-inputs // self.subspace_dim)
 
-    def add_blobs(self, index_shape, bias_filler):
-        self.blobs += [
-            self.make_blob((self.subspaces, self.codewords, self.subspace_dim)),
-            Blob(index_shape, xp=self.xp, dtype=lookup.index_dtype(self.codewords))]
+    def add_blobs(self, index_shape, bias_filler, subspace_major=False):
+        """Codebooks, indices (``subspace_major``: stored in memory as ``[S, ...]``, the
+        order the lookup kernel reads, while the blob's shape stays ``[..., S]``) and bias."""
+        index = Blob(index_shape, xp=self.xp, dtype=lookup.index_dtype(self.codewords))
+        if subspace_major:
+            index.data = self.xp.zeros(index_shape[::-1], index.dtype).T
+        self.blobs += [self.make_blob((self.subspaces, self.codewords, self.subspace_dim)), index]
         if self.bias_term:
             self.add_param_blob((self.num_output,), bias_filler)
         self._freeze()
@@ -120,6 +123,10 @@ class QConvolutionLayer(_ProductQuantised, ConvolutionLayer):
             return self._geom_1d.conv_out_shape(in_spatial)
         return super().output_spatial(in_spatial)
 
+    @property
+    def fan_in(self):
+        return self.channels // self.group * self.geom.kernel_count
+
     def dense_weight(self):
         """The weight the indices stand for: ``[num_output, C/group, *kernel]``."""
         return lookup.conv_weight(self.codebooks, self.indices, self.channels // self.group)
@@ -156,7 +163,11 @@ class QInnerProductLayer(_ProductQuantised, InnerProductLayer):
             raise self.error("inner_product_param.transpose is not supported by "
                              "QInnerProduct (its indices are [num_output, subspaces])")
         self.read_codebook(self.k)
-        self.add_blobs((self.num_output, self.subspaces), p.bias_filler)
+        self.add_blobs((self.num_output, self.subspaces), p.bias_filler, subspace_major=True)
+
+    @property
+    def fan_in(self):
+        return self.k
 
     def dense_weight(self):
         """The weight the indices stand for: ``[num_output, inputs]``."""

@@ -15,7 +15,9 @@ Interface (the layers in ``layers/qcnn.py`` call only these):
   holds 3 channels in an 8-dimensional codebook, and only the first 3
   dimensions count).
 * ``fc_forward(x, codebooks, indices, out, bias)``: ``x [n, I]``, ``indices [M,
-  S]``, ``out [n, M]``; the inputs split into subspaces of ``D`` values.
+  S]``, ``out [n, M]``; the inputs split into subspaces of ``D`` values.  The
+  compiled path wants the indices subspace-major in memory (``indices.T``
+  C-contiguous, as ``QInnerProduct`` keeps them); others are copied first.
 * ``conv_weight`` / ``fc_weight``: the dense weights the indices stand for
   (tests, the dense speed baseline, export).
 * ``check_indices``: an index outside the codebook, found and named.
@@ -29,7 +31,10 @@ Outputs are summed on rows as wide as the phase (``Wq``), the extra columns
 dropped at the end: the sum for one output channel, offset and subspace is
 one contiguous run of ``(OH - 1) * Wq + OW`` additions.
 
-Paths.  With Numba installed and NumPy arrays, the sums run in compiled
+Paths.  A convolution with fewer than ``DENSE_BELOW`` input channels per
+subspace (AlexNet's conv1: 3 channels, one subspace) saves too little per
+lookup: it runs as the dense convolution of its reconstructed weight instead
+(``conv_by_tables``), the same numbers.  With Numba installed and NumPy arrays, the sums run in compiled
 loops (``_lookup_numba``): NumPy's fancy indexing would copy every picked
 run before adding it, which measured slower than the dense GEMM it
 replaces (see ``bench/bench_qcnn.py``).  Without Numba, or on CuPy, the same
@@ -41,6 +46,8 @@ import numpy
 
 from pycaffe_lite.backend import get_array_module
 
+from . import im2col
+
 try:
     from . import _lookup_numba as _compiled
 except ImportError:  # Numba is an optional extra
@@ -50,6 +57,13 @@ __all__ = ["conv_forward", "fc_forward", "conv_weight", "fc_weight", "check_indi
            "index_dtype", "numba_available", "LookupIndexError", "PATH"]
 
 PATH = None
+# A lookup stands for (C/group) / S multiply-adds of the dense convolution.  Below
+# this many, the dense convolution of the reconstructed weight (a few thousand
+# gathers, then im2col + GEMM) is faster: measured on AlexNet's conv1 (3 channels
+# in one subspace: 3 per lookup) 13.4 ms by tables against 3.5 ms dense, while
+# conv2-conv5 (8 per lookup) run 1.2-1.8x faster by tables (single thread,
+# bench/bench_qcnn.py).  0 forces the tables everywhere.
+DENSE_BELOW = 4
 # Elements one fallback gather may copy at a time.
 _GATHER_BUDGET = 1 << 22
 
@@ -174,6 +188,13 @@ def conv_forward(x, codebooks, indices, geom, group, out, bias=None):
     num_output, oh, ow = out.shape[1:]
     cg, mg = channels // group, num_output // group
     subspaces, codewords, _ = codebooks.shape
+    if not conv_by_tables(cg, subspaces):
+        message = check_indices(indices, codewords)
+        if message:
+            raise LookupIndexError(message)
+        weight = conv_weight(codebooks, indices, cg)
+        im2col.conv_forward(x, weight, geom, group, out, bias)
+        return
     hq, wq, phases, offsets = _conv_layout(geom, x.shape[2:])
     run = (oh - 1) * wq + ow
     kernel_count = len(offsets)
@@ -203,6 +224,12 @@ def conv_forward(x, codebooks, indices, geom, group, out, bias=None):
             out[i, outputs] = wide.reshape(mg, oh, wq)[:, :, :ow]
 
 
+def conv_by_tables(channels_per_group, subspaces):
+    """True when a convolution runs by lookup tables, False when densely from its
+    codebooks (fewer than ``DENSE_BELOW`` multiply-adds per lookup)."""
+    return channels_per_group >= DENSE_BELOW * subspaces
+
+
 def _conv_sums_arrays(table, indices, phases, offsets, run, wide):
     """The fallback of ``_lookup_numba.conv_sums``: per kernel offset, gather the
     runs of every (output, subspace) and add them up."""
@@ -225,7 +252,9 @@ def fc_forward(x, codebooks, indices, out, bias=None):
     table = _tables(x[:, :, None], codebooks, out.dtype)[..., 0]   # [n, S, K]
     if _use_numba(xp):
         out[...] = 0 if bias is None else bias
-        if _compiled.fc_sums(table, indices, out) >= codewords:
+        # A layer keeps its indices subspace-major in memory (an F-ordered [M, S]):
+        # .T is then a free C-ordered [S, M] view.
+        if _compiled.fc_sums(table, numpy.ascontiguousarray(indices.T), out) >= 0:
             raise LookupIndexError(check_indices(indices, codewords))
         return
     message = check_indices(indices, codewords)

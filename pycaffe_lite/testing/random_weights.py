@@ -1,7 +1,8 @@
 """Random weights that keep a deep net's activations in range.
 
 Weights ~ N(0, 1/fan_in), other params (biases, Scale's gamma and beta) small,
-``N(0, 0.01)``; BatchNorm statistics mean 0, variance 1, scale factor 1.  For
+``N(0, 0.01)``; BatchNorm statistics mean 0, variance 1, scale factor 1.  Q-CNN layers:
+codewords ~ N(0, 1/fan_in) of the dense layer they stand for, indices uniform.  For
 benchmarks and tests of nets whose trained weights are not at hand (the
 prototxts' own fillers are often absent, i.e. constant 0).
 """
@@ -19,7 +20,12 @@ def randomize(net, seed=0):
             continue
         for k, blob in enumerate(blobs):
             shape = blob.shape
-            if k == 0 and len(shape) > 1:
+            if blob.dtype.kind == "u":  # Q-CNN's codeword indices: uniform
+                blob.data[...] = net.xp.asarray(rng.integers(0, blobs[0].shape[1], shape))
+                continue
+            if k == 0 and hasattr(record.layer, "fan_in"):  # Q-CNN's codebooks
+                values = rng.normal(0, record.layer.fan_in ** -0.5, shape)
+            elif k == 0 and len(shape) > 1:
                 fan_in = int(numpy.prod(shape[1:]))
                 values = rng.normal(0, fan_in ** -0.5, shape)
             else:
