@@ -181,28 +181,24 @@ def _phase_split(x, geom, hq, wq):
 def conv_forward(x, codebooks, indices, geom, group, out, bias=None):
     """A grouped 2-D product-quantised convolution into ``out`` (see the module doc).
 
-    Raises ``LookupIndexError`` for an index outside the codebook.
+    Raises ``LookupIndexError`` for an index outside the codebook (checked first:
+    no path reads outside a table).
     """
     xp = get_array_module(x)
     n, channels = x.shape[:2]
     num_output, oh, ow = out.shape[1:]
     cg, mg = channels // group, num_output // group
     subspaces, codewords, _ = codebooks.shape
+    message = check_indices(indices, codewords)
+    if message:
+        raise LookupIndexError(message)
     if not conv_by_tables(cg, subspaces):
-        message = check_indices(indices, codewords)
-        if message:
-            raise LookupIndexError(message)
-        weight = conv_weight(codebooks, indices, cg)
-        im2col.conv_forward(x, weight, geom, group, out, bias)
+        im2col.conv_forward(x, conv_weight(codebooks, indices, cg), geom, group, out, bias)
         return
     hq, wq, phases, offsets = _conv_layout(geom, x.shape[2:])
     run = (oh - 1) * wq + ow
     kernel_count = len(offsets)
     fast = _use_numba(xp)
-    if not fast:
-        message = check_indices(indices, codewords)
-        if message:
-            raise LookupIndexError(message)
     flat_indices = indices.reshape(num_output, kernel_count, subspaces)
     split = _phase_split(x, geom, hq, wq)                # [n, C, P, hq*wq]
     planes = split.shape[2]
@@ -215,10 +211,7 @@ def conv_forward(x, codebooks, indices, geom, group, out, bias=None):
             outputs = slice(g * mg, (g + 1) * mg)
             wide[...] = 0 if bias is None else bias[outputs, None]
             if fast:
-                bad = _compiled.conv_sums(table[g], flat_indices[outputs], phases, offsets,
-                                          run, wide)
-                if bad >= 0:
-                    raise LookupIndexError(check_indices(indices, codewords))
+                _compiled.conv_sums(table[g], flat_indices[outputs], phases, offsets, run, wide)
             else:
                 _conv_sums_arrays(table[g], flat_indices[outputs], phases, offsets, run, wide)
             out[i, outputs] = wide.reshape(mg, oh, wq)[:, :, :ow]
@@ -250,16 +243,15 @@ def fc_forward(x, codebooks, indices, out, bias=None):
     xp = get_array_module(x)
     subspaces, codewords, _ = codebooks.shape
     table = _tables(x[:, :, None], codebooks, out.dtype)[..., 0]   # [n, S, K]
+    message = check_indices(indices, codewords)
+    if message:
+        raise LookupIndexError(message)
     if _use_numba(xp):
         out[...] = 0 if bias is None else bias
         # A layer keeps its indices subspace-major in memory (an F-ordered [M, S]):
         # .T is then a free C-ordered [S, M] view.
-        if _compiled.fc_sums(table, numpy.ascontiguousarray(indices.T), out) >= 0:
-            raise LookupIndexError(check_indices(indices, codewords))
+        _compiled.fc_sums(table, numpy.ascontiguousarray(indices.T), out)
         return
-    message = check_indices(indices, codewords)
-    if message:
-        raise LookupIndexError(message)
     rows = xp.arange(subspaces)
     step = max(1, _GATHER_BUDGET // max(1, subspaces * x.shape[0]))
     for m in range(0, indices.shape[0], step):

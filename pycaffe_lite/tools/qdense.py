@@ -17,6 +17,25 @@ DENSE_TYPES = {
 }
 
 
+def q_net_param(net_param, conv=(8, 128), fc=(4, 32), layers=None):
+    """A copy of ``net_param`` whose Convolution / InnerProduct layers (those named in
+    ``layers``, default all) are QConvolution / QInnerProduct with ``(subspace_dim,
+    codebook_size)`` ``conv`` and ``fc`` (Q-CNN's AlexNet settings by default)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    for layer in out.layer:
+        if layers is not None and layer.name not in layers:
+            continue
+        for q_type, (dense, own) in DENSE_TYPES.items():
+            if layer.type == dense:
+                dim, codewords = conv if dense == "Convolution" else fc
+                layer.type = q_type
+                getattr(layer, own).subspace_dim = dim
+                getattr(layer, own).codebook_size = codewords
+                del layer.param[:]
+    return out
+
+
 def _make_dense(layer):
     dense, own = DENSE_TYPES[layer.type]
     layer.type = dense
