@@ -11,7 +11,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["bench_forward.py", "bench_gemm_peak.py", "bench_train.py", "bench_prefetch.py",
-           "bench_hwgq.py", "bench_labelfree.py"]
+           "bench_hwgq.py", "bench_labelfree.py", "bench_qcnn.py"]
 LAYERS = ("bench_gemm_peak.py", "bench_train.py")     # get --layers unless --quick
 
 
