@@ -97,17 +97,25 @@ FLAGS = [
          "Convolution/InnerProduct (2..16)."),
     Flag("act_bits", int, 8, "'compress': activation bits (2..16; 8 gives the paper's Quant "
          "layers, codes 0..127)."),
-    Flag("seed", int, 1, "'compress': random seed of the calibration crops and mirrors."),
+    Flag("seed", int, 1, "'compress': random seed of the calibration crops and mirrors "
+         "(qcnn: also of its k-means and sampled positions)."),
     Flag("test_iterations", int, 0, "'compress': TEST batches the report scores (0: every "
          "whole batch of the TEST source)."),
-    Flag("restart", str, "", "'compress': redo the stages from this one on (calibration, "
-         "weights, renorm, activations, report)."),
+    Flag("restart", str, "", "'compress': redo the stages from this one on (labelfree: "
+         "calibration, weights, renorm, activations, report; qcnn: calibration, a layer "
+         "name, output)."),
     Flag("subspace_dim", int, 0, "'compress qcnn': values per subspace (0: Q-CNN's, 8 for "
          "convolutions, 4 for inner products)."),
     Flag("codebook", int, 0, "'compress qcnn': codewords per subspace (0: Q-CNN's, 128 for "
          "convolutions, 32 for inner products)."),
     Flag("layers", str, "", "'compress qcnn': the Convolution / InnerProduct layers to "
-         "quantise, separated by ',' (default: all)."),
+         "quantise, separated by ',' (default: all); NAME:D:K gives a layer its own "
+         "subspace dim and codebook size (conv1:1:16)."),
+    Flag("refine_iterations", int, 8, "'compress qcnn': sweeps of Q-CNN's error correction "
+         "(codebooks, then assignments, fitted to each layer's responses on the calibration "
+         "images); 0: k-means alone."),
+    Flag("samples", int, 4096, "'compress qcnn': calibration columns per layer (for a "
+         "convolution: random output positions spread over the images)."),
     Flag("dir", str, "", "'import qcnn': the folder of Q-CNN's .bin / .cbn files (its "
          "Bin.Files)."),
     Flag("prefix", str, "bvlc_alexnet_aCaF", "'import qcnn': the files' name prefix."),

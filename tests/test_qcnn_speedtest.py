@@ -42,8 +42,7 @@ def q_files(tmp_path):
 
 
 def test_q_net_param_converts_every_dense_layer():
-    param = q_net_param(text_format.Parse(NET, caffe_pb2.NetParameter()), conv=(4, 16),
-                        fc=(2, 8), layers={"fc"})
+    param = q_net_param(text_format.Parse(NET, caffe_pb2.NetParameter()), {"fc": (2, 8)})
     types = {layer.name: layer.type for layer in param.layer}
     assert types["conv"] == "Convolution" and types["fc"] == "QInnerProduct"
     fc = next(layer for layer in param.layer if layer.name == "fc")

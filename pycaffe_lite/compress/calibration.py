@@ -21,7 +21,7 @@ from ..io.synthetic import synthesize_data_layers
 from ..layer import TEST, TRAIN
 from ..net import Net
 from ..proto import caffe_pb2
-from . import netparams
+from . import netparams, stages
 
 
 class CalibrationError(CaffeError):
@@ -189,3 +189,18 @@ class Images:
                 n = min(chunk, count - start)
                 data = numpy.fromfile(f, dtype=self.dtype, count=n * self.sample)
                 yield data.reshape((n,) + tuple(self.shape[1:]))
+
+
+def fingerprint(layer):
+    """What identifies the images a source layer reads (a file's bytes, an LMDB's
+    size and time)."""
+    source = source_path(layer)
+    if layer.type == "Data":
+        path = os.path.join(source, "data.mdb")
+        if os.path.exists(path):
+            st = os.stat(path)
+            return [path, st.st_size, st.st_mtime_ns]
+        return [source]
+    if layer.type == "ImageData" and os.path.isfile(source):
+        return stages.sha256_file(source)
+    return None

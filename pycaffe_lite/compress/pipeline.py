@@ -33,8 +33,6 @@ redoes from a stage on):
 5. ``report``: ``report.md``, ``report.json``, ``report.png``.
 """
 import dataclasses
-import gc
-import hashlib
 import json
 import logging
 import os
@@ -44,20 +42,15 @@ import numpy
 from google.protobuf import text_format
 
 from .. import rng
-from ..errors import CaffeError
 from ..io import files
 from ..layer import TEST
-from . import calibration, netparams, quantizers, streaming
+from . import calibration, netparams, quantizers, stages, streaming
+from .stages import CompressError
 
 log = logging.getLogger("pycaffe_lite")
 
 STAGES = ("calibration", "weights", "renorm", "activations", "report")
 PASS_THROUGH = ("Pooling", "Dropout", "Flatten", "Reshape")
-STATE_VERSION = 1
-
-
-class CompressError(CaffeError):
-    pass
 
 
 @dataclasses.dataclass
@@ -93,83 +86,6 @@ class Options:
             raise CompressError(f"--test-iterations must be at least 1, got "
                                 f"{self.test_iterations}")
 
-
-# --- state: what each stage was made from ---------------------------------------
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _key(*parts):
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class State:
-    def __init__(self, out):
-        self.path = os.path.join(out, "state.json")
-        self.out = out
-        self.stages = {}
-        if os.path.exists(self.path):
-            try:
-                with open(self.path) as f:
-                    saved = json.load(f)
-                if saved.get("version") == STATE_VERSION:
-                    self.stages = saved.get("stages", {})
-            except (OSError, ValueError):
-                log.warning("%s is unreadable; every stage runs again", self.path)
-
-    def fresh(self, stage, key):
-        entry = self.stages.get(stage)
-        if not entry or entry.get("key") != key:
-            return False
-        return all(os.path.exists(os.path.join(self.out, name))
-                   and _sha256_file(os.path.join(self.out, name)) == digest
-                   for name, digest in entry["outputs"].items())
-
-    def record(self, stage, key, outputs, info, seconds, peak, peak_reset):
-        self.stages[stage] = {
-            "key": key, "info": info, "seconds": seconds, "peak_rss_mb": peak,
-            "peak_reset_at_start": peak_reset,
-            "outputs": {name: _sha256_file(os.path.join(self.out, name)) for name in outputs}}
-        data = json.dumps({"version": STATE_VERSION, "stages": self.stages}, indent=1)
-        files.write_atomic(self.path, data.encode())
-
-    def outputs(self, stage):
-        return self.stages[stage]["outputs"]
-
-    def info(self, stage):
-        return self.stages[stage]["info"]
-
-
-def _reset_peak():
-    """Restart the kernel's peak-RSS count (Linux) at what is resident now (which
-    includes what earlier stages left allocated); False where it cannot."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# --- stage 2: weights -------------------------------------------------------------
 
 def _check_net(net_param, model):
     layers = [layer for layer in net_param.layer if layer.type in netparams.PARAM_TYPES]
@@ -394,17 +310,6 @@ def quantize_activations(param, blobs, steps, bits):
 
 # --- the pipeline -------------------------------------------------------------------
 
-def _bar(progress, desc, unit="image"):
-    """A maker of tqdm bars (``make(total)``) or None."""
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    def make(total):
-        return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-    return make
-
-
 class _Run:
     """One call of :func:`labelfree`: paths, options and the stage bodies."""
 
@@ -412,19 +317,19 @@ class _Run:
         self.model, self.weights, self.out = model, weights, out
         self.options, self.progress = options, progress
         self.net_param = files.read_net(model)
-        self.state = State(out)
+        self.state = stages.State(out)
         self._inputs = None
 
     def path(self, name):
         return os.path.join(self.out, name)
 
     def bar(self, desc, unit="image"):
-        return _bar(self.progress, desc, unit)
+        return stages.bar(self.progress, desc, unit)
 
     def inputs(self):
         """sha256 of the model and weights files (hashed once a run)."""
         if self._inputs is None:
-            self._inputs = [_sha256_file(self.model), _sha256_file(self.weights)]
+            self._inputs = [stages.sha256_file(self.model), stages.sha256_file(self.weights)]
         return self._inputs
 
     # -- keys: what each stage reads
@@ -432,8 +337,8 @@ class _Run:
         o = self.options
         if stage == "calibration":
             layer = calibration.source_layer(self.net_param, o.calib, self.model)
-            return _key(text_format.MessageToString(layer), _fingerprint(layer), o.images,
-                        o.seed)
+            return stages.key(text_format.MessageToString(layer),
+                              calibration.fingerprint(layer), o.images, o.seed)
         upstream = {"weights": (), "renorm": ("calibration", "weights"),
                     "activations": ("calibration", "renorm", "weights"),
                     "report": ("calibration", "weights", "renorm", "activations")}[stage]
@@ -446,7 +351,7 @@ class _Run:
             parts += [o.act_images, o.act_bits]
         if stage == "report":
             parts += [o.test_iterations, *self.inputs()]
-        return _key(stage, *parts)
+        return stages.key(stage, *parts)
 
     # -- stages
     def calibration(self):
@@ -552,21 +457,6 @@ class _Run:
         return report.write(self)
 
 
-def _fingerprint(layer):
-    """What identifies the images a source layer reads (a file's bytes, an LMDB's
-    size and time)."""
-    source = calibration.source_path(layer)
-    if layer.type == "Data":
-        path = os.path.join(source, "data.mdb")
-        if os.path.exists(path):
-            st = os.stat(path)
-            return [path, st.st_size, st.st_mtime_ns]
-        return [source]
-    if layer.type == "ImageData" and os.path.isfile(source):
-        return _sha256_file(source)
-    return None
-
-
 def labelfree(model, weights, out, restart=None, progress=True, **options):
     """Quantise ``model`` + ``weights`` the Label-free way into folder ``out``.
 
@@ -597,11 +487,11 @@ def labelfree(model, weights, out, restart=None, progress=True, **options):
             log.info("Stage %s: inputs unchanged, kept (--restart %s redoes it)", stage, stage)
             continue
         log.info("Stage %s", stage)
-        exact = _reset_peak()
+        exact = stages.reset_peak()
         start = time.perf_counter()
         outputs, info = bodies[stage]()
         seconds = time.perf_counter() - start
-        peak = _peak_mb()
+        peak = stages.peak_mb()
         run.state.record(stage, key, outputs, info, seconds, peak, exact)
         log.info("Stage %s done in %.1f s, peak RSS %.0f MB", stage, seconds, peak)
     with open(run.path("report.json")) as f:

@@ -34,8 +34,8 @@ one contiguous run of ``(OH - 1) * Wq + OW`` additions.
 Paths.  A convolution with fewer than ``DENSE_BELOW`` input channels per
 subspace (AlexNet's conv1: 3 channels, one subspace) saves too little per
 lookup: it runs as the dense convolution of its reconstructed weight instead
-(``conv_by_tables``), the same numbers.  With Numba installed and NumPy arrays, the sums run in compiled
-loops (``_lookup_numba``): NumPy's fancy indexing would copy every picked
+(``conv_by_tables``), the same numbers.  With Numba installed and NumPy
+arrays, the sums run in compiled loops (``_lookup_numba``): NumPy's fancy indexing would copy every picked
 run before adding it, which measured slower than the dense GEMM it
 replaces (see ``bench/bench_qcnn.py``).  Without Numba, or on CuPy, the same
 sums are array expressions (gather, then add): the fallback, checked against

@@ -17,18 +17,20 @@ DENSE_TYPES = {
 }
 
 
-def q_net_param(net_param, conv=(8, 128), fc=(4, 32), layers=None):
-    """A copy of ``net_param`` whose Convolution / InnerProduct layers (those named in
-    ``layers``, default all) are QConvolution / QInnerProduct with ``(subspace_dim,
-    codebook_size)`` ``conv`` and ``fc`` (Q-CNN's AlexNet settings by default)."""
+def q_net_param(net_param, settings=None, conv=(8, 128), fc=(4, 32)):
+    """A copy of ``net_param`` with Convolution / InnerProduct layers as QConvolution /
+    QInnerProduct: those in ``settings`` (``{name: (subspace_dim, codebook_size)}``),
+    or without it every one, at ``conv`` / ``fc`` (Q-CNN's AlexNet settings by
+    default).  Their param specs go (they do not fit the Q layers' frozen blobs)."""
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net_param)
     for layer in out.layer:
-        if layers is not None and layer.name not in layers:
+        if settings is not None and layer.name not in settings:
             continue
         for q_type, (dense, own) in DENSE_TYPES.items():
             if layer.type == dense:
-                dim, codewords = conv if dense == "Convolution" else fc
+                default = conv if dense == "Convolution" else fc
+                dim, codewords = settings[layer.name] if settings is not None else default
                 layer.type = q_type
                 getattr(layer, own).subspace_dim = dim
                 getattr(layer, own).codebook_size = codewords
