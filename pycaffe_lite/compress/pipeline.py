@@ -469,13 +469,7 @@ def labelfree(model, weights, out, restart=None, progress=True, **options):
     opts.check()
     if restart is not None and restart not in STAGES:
         raise CompressError(f"--restart must be one of {', '.join(STAGES)}, got '{restart}'")
-    for path, what in ((model, "model"), (weights, "weights")):
-        if not os.path.isfile(path):
-            raise CompressError(f"{what} file '{path}' does not exist")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise CompressError(f"cannot make the output folder '{out}': {e.strerror}") from None
+    stages.prepare(model, weights, out)
     run = _Run(model, weights, out, opts, progress)
     bodies = {"calibration": run.calibration, "weights": run.weights_stage,
               "renorm": run.renorm, "activations": run.activations, "report": run.report}

@@ -294,13 +294,7 @@ def compress(model, weights, out, restart=None, progress=True, **options):
     """
     opts = Options(**options)
     opts.check()
-    for path, what in ((model, "model"), (weights, "weights")):
-        if not os.path.isfile(path):
-            raise CompressError(f"{what} file '{path}' does not exist")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise CompressError(f"cannot make the output folder '{out}': {e.strerror}") from None
+    stages.prepare(model, weights, out)
     return _Run(model, weights, out, opts, progress).run(restart)
 
 

@@ -25,6 +25,17 @@ class CompressError(CaffeError):
     pass
 
 
+def prepare(model, weights, out):
+    """Check that the input files exist and make the output folder ``out``."""
+    for path, what in ((model, "model"), (weights, "weights")):
+        if not os.path.isfile(path):
+            raise CompressError(f"{what} file '{path}' does not exist")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise CompressError(f"cannot make the output folder '{out}': {e.strerror}") from None
+
+
 def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
