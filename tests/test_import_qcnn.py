@@ -478,3 +478,26 @@ def test_prefix_selects_the_files(synthetic_dir, tmp_path):
     assert skipped == []
     with pytest.raises(QcnnFileError, match=f"{PREFIX}.ctrdLst.01.bin"):
         import_qcnn(str(folder))
+
+
+def test_opencv_runs_the_dense_twin_of_qcnns_alexnet(skip_import, tmp_path):
+    """The second oracle: OpenCV DNN, given the dense twin (a standard prototxt and
+    caffemodel), computes on a BMP what our lookup tables compute, through pool5."""
+    import cv2
+    from pycaffe_lite.io.files import write_binary_proto, write_text_proto
+    deploy, _, _, out = skip_import
+    qnet = Net(str(out / "deploy.prototxt"), phase=TEST, weights=str(out / "q.caffemodel"))
+    dense_param, dense_weights = dense_net(deploy, qnet)
+    write_text_proto(str(tmp_path / "dense.prototxt"), dense_param)
+    write_binary_proto(str(tmp_path / "dense.caffemodel"), dense_weights)
+    x = qcnn_image(BMPS[3], MEAN)
+    qnet.blobs["data"].data[...] = x
+    qnet.forward_range()
+    cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "dense.prototxt"),
+                                      str(tmp_path / "dense.caffemodel"))
+    cv_net.setInput(x)
+    got = cv_net.forward("pool5")
+    want = qnet.blobs["pool5"].data
+    # OpenCV's own float32 GEMMs against our tables: 1e-5 of the largest value.
+    print("relative", numpy.abs(got - want).max() / numpy.abs(want).max())
+    assert numpy.abs(got - want).max() <= 1e-5 * numpy.abs(want).max()
