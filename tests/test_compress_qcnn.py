@@ -237,7 +237,9 @@ def test_the_written_net_computes_its_dense_twin_and_reports(tmp_path):
         assert 0 <= entry["error_refined"] <= entry["error_kmeans"]
         assert entry["error_history"][0] == entry["error_kmeans"]
         assert entry["dense_bytes"] > 0 and entry["q_bytes"] > 0
-        assert entry["predicted_speedup"] > 0
+        assert entry["predicted_speedup"] > 0 and entry["measured_speedup"] > 0
+    assert report["net"]["measured_speedup"] == pytest.approx(
+        report["net"]["measured_ms"]["dense"] / report["net"]["measured_ms"]["q"])
     c = layers["conv"]
     assert (c["subspace_dim"], c["codebook"], c["subspaces"], c["offsets"], c["groups"]) == (
         2, 3, 1, 9, 2)
