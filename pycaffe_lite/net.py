@@ -15,7 +15,7 @@ import numpy
 from .backend import to_numpy
 from .blob import Blob
 from .errors import NetError, WeightsError
-from .io import files
+from .io import files, hdf5_weights
 from .layer import TRAIN, Layer, create_layer
 from .proto import caffe_pb2
 
@@ -445,10 +445,12 @@ class Net:
     def copy_from(self, weights):
         """Copy trained params by layer name (Caffe's CopyTrainedLayersFrom).
 
-        ``weights``: a path to a caffemodel or a NetParameter.  Layers absent from
+        ``weights``: a path to a caffemodel (or Caffe's HDF5 weights) or a NetParameter.  Layers absent from
         this net are ignored; shapes must match (legacy 4-D shapes compare as
         Caffe compares them).
         """
+        if isinstance(weights, str) and hdf5_weights.is_hdf5(weights):
+            return hdf5_weights.load(self, weights)
         source = weights if isinstance(weights, str) else "<NetParameter>"
         trained = files.read_weights(weights) if isinstance(weights, str) else weights
         layers = self.layer_dict

@@ -145,3 +145,19 @@ class Net(CoreNet):
 
     def reshape(self):
         self.reshape_all()
+
+    # --- sharing and HDF5 weights ---------------------------------------------
+    def share_with(self, other):
+        """Use ``other``'s param arrays, layer by name (Caffe's ShareTrainedLayersWith)."""
+        from .solvers.solver import share_trained_layers
+        share_trained_layers(self, other)
+
+    def save_hdf5(self, filename, write_diff=False):
+        """Params (and diffs) as Caffe's ``Net::ToHDF5`` writes them."""
+        from .io import hdf5_weights
+        hdf5_weights.save(self, filename, write_diff)
+
+    def load_hdf5(self, filename):
+        """Params from Caffe's HDF5 weights (``CopyTrainedLayersFromHDF5``)."""
+        from .io import hdf5_weights
+        hdf5_weights.load(self, filename)

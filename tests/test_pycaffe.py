@@ -141,3 +141,55 @@ def test_mode_switches():
     if not backend.gpu_available():
         with pytest.raises(CaffeError, match="no usable GPU"):
             caffe.set_mode_gpu()
+
+
+def test_save_hdf5_load_hdf5_in_caffes_layout(model, tmp_path):
+    import h5py
+    net = caffe.Net(model, caffe.TRAIN)
+    rng = numpy.random.default_rng(0)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.standard_normal(blob.shape)
+            blob.diff[...] = rng.standard_normal(blob.shape)
+    path = tmp_path / "w.h5"
+    net.save_hdf5(str(path), write_diff=True)
+    with h5py.File(path, "r") as h5:
+        assert set(h5) == {"data", "diff"}
+        assert set(h5["data"]) == set(net.layer_names)       # every layer has a group
+        assert "0" not in h5["data"]["ip2"]       # shared with ip: written by its owner only
+        first = next(name for name in net.params)
+        numpy.testing.assert_array_equal(h5["data"][first]["0"], net.params[first][0].data)
+        numpy.testing.assert_array_equal(h5["diff"][first]["0"], net.params[first][0].diff)
+    again = caffe.Net(model, caffe.TRAIN)
+    again.load_hdf5(str(path))
+    for name in net.params:
+        for a, b in zip(net.params[name], again.params[name]):
+            numpy.testing.assert_array_equal(a.data, b.data)
+    third = caffe.Net(model, caffe.TEST, weights=str(path))   # copy_from knows HDF5 too
+    for name in third.params:
+        numpy.testing.assert_array_equal(third.params[name][0].data, net.params[name][0].data)
+
+
+def test_load_hdf5_errors(model, tmp_path):
+    import h5py
+    net = caffe.Net(model, caffe.TRAIN)
+    name = next(iter(net.params))
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset(f"data/{name}/0", data=numpy.zeros((1, 2)))
+    with pytest.raises(CaffeError, match=f"cannot copy param 0 of layer '{name}': shape"):
+        net.load_hdf5(str(path))
+    with h5py.File(path, "w") as h5:
+        h5.create_group("weights")
+    with pytest.raises(CaffeError, match="no 'data' group"):
+        net.load_hdf5(str(path))
+
+
+def test_share_with_and_has_nccl(model):
+    train = caffe.Net(model, caffe.TRAIN)
+    test = caffe.Net(model, caffe.TEST)
+    test.share_with(train)
+    name = next(iter(train.params))
+    train.params[name][0].data[...] = 3
+    assert (test.params[name][0].data == 3).all()
+    assert caffe.has_nccl() is False
