@@ -21,9 +21,8 @@ def set_mode_cpu():
 
 
 def set_mode_gpu():
-    if not backend.gpu_available():
-        raise CaffeError("set_mode_gpu: no usable GPU (CuPy missing or no CUDA device); "
-                         "install the 'gpu' extra on a machine with a CUDA GPU")
+    """GPU mode.  Without a usable GPU this behaves as a CPU-only Caffe build: the
+    first net or solver made afterwards fails, saying why."""
     _mode["gpu"] = True
 
 
@@ -35,7 +34,13 @@ def set_device(device_id):
 
 def array_module():
     """Where new nets allocate their blobs under the current mode."""
-    return backend.cupy if _mode["gpu"] else numpy
+    if not _mode["gpu"]:
+        return numpy
+    if not backend.gpu_available():
+        raise CaffeError("caffe.set_mode_gpu() was called, but there is no usable GPU "
+                         "(CuPy missing or no CUDA device): call caffe.set_mode_cpu(), or "
+                         "install the 'gpu' extra on a machine with a CUDA GPU")
+    return backend.cupy
 
 
 class Net(CoreNet):
@@ -117,23 +122,11 @@ class Net(CoreNet):
     def forward_all(self, blobs=None, **kwargs):
         """Forward whole arrays of inputs batch by batch; concatenated outputs."""
         outputs = collections.defaultdict(list)
-        names = list(kwargs)
-        total = len(kwargs[names[0]]) if names else 0
-        batch = self.blobs[names[0]].shape[0] if names else 1
-        for start in range(0, max(total, 1), batch):
-            chunk = {}
-            for name in names:
-                part = numpy.asarray(kwargs[name][start:start + batch])
-                pad = batch - len(part)
-                if pad:
-                    part = numpy.concatenate([part, numpy.zeros((pad,) + part.shape[1:],
-                                                                part.dtype)])
-                chunk[name] = part
-            out = self.forward(blobs=blobs, **chunk)
-            for name, value in out.items():
+        total = len(next(iter(kwargs.values()))) if kwargs else 0
+        for chunk in (self._batch(kwargs) if kwargs else [{}]):
+            for name, value in self.forward(blobs=blobs, **chunk).items():
                 outputs[name].append(backend.to_numpy(value).copy())
-        return {name: numpy.concatenate(v)[:total] if total else numpy.concatenate(v)
-                for name, v in outputs.items()}
+        return _gather(outputs, total)
 
     def set_input_arrays(self, data, labels):
         """Feed a MemoryData first layer (pycaffe's ``Net.set_input_arrays``)."""
@@ -145,6 +138,74 @@ class Net(CoreNet):
 
     def reshape(self):
         self.reshape_all()
+
+    # --- pycaffe's lower-level names (_caffe.cpp) ----------------------------------
+    @property
+    def _blob_names(self):
+        return list(self.blobs)
+
+    @property
+    def _blobs(self):
+        return list(self.blobs.values())
+
+    @property
+    def _inputs(self):
+        names = list(self.blobs)
+        return [names.index(name) for name in self.input_names]
+
+    @property
+    def _outputs(self):
+        names = list(self.blobs)
+        return [names.index(name) for name in self.output_names]
+
+    def _top_ids(self, i):
+        names = list(self.blobs)
+        return [names.index(name) for name in self.records[i].tops]
+
+    def _bottom_ids(self, i):
+        names = list(self.blobs)
+        return [names.index(name) for name in self.records[i].bottoms]
+
+    def _forward(self, start, end):
+        return self.forward_range(start, end)
+
+    def _backward(self, start, end):
+        self.backward_range(start, end)
+
+    def _set_input_arrays(self, data, labels):
+        self.set_input_arrays(data, labels)
+
+    def _batch(self, blobs):
+        """``blobs`` (name -> array of N items) in batches of the net's batch size,
+        the last one padded with zeros."""
+        total = len(next(iter(blobs.values())))
+        batch = next(iter(self.blobs.values())).shape[0]
+        for start in range(0, total, batch):
+            chunk = {}
+            for name, values in blobs.items():
+                part = numpy.asarray(values[start:start + batch])
+                pad = batch - len(part)
+                if pad:
+                    part = numpy.concatenate([part, numpy.zeros((pad,) + part.shape[1:],
+                                                                part.dtype)])
+                chunk[name] = part
+            yield chunk
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """Forward and backward whole arrays batch by batch (pycaffe's
+        ``forward_backward_all``): ``(outputs, input diffs)``, padding trimmed."""
+        inputs = {name: kwargs[name] for name in self.inputs if name in kwargs}
+        out_diffs = {name: kwargs[name] for name in self.outputs if name in kwargs}
+        total = len(next(iter(kwargs.values()))) if kwargs else 0
+        outs, grads = collections.defaultdict(list), collections.defaultdict(list)
+        forward_batches = self._batch(inputs) if inputs else iter([{}])
+        backward_batches = self._batch(out_diffs) if out_diffs else iter(lambda: {}, None)
+        for fb, bb in zip(forward_batches, backward_batches):
+            for name, value in self.forward(blobs=blobs, **fb).items():
+                outs[name].append(backend.to_numpy(value).copy())
+            for name, value in self.backward(diffs=diffs, **bb).items():
+                grads[name].append(backend.to_numpy(value).copy())
+        return _gather(outs, total), _gather(grads, total)
 
     # --- sharing and HDF5 weights ---------------------------------------------
     def share_with(self, other):
@@ -161,3 +222,17 @@ class Net(CoreNet):
         """Params from Caffe's HDF5 weights (``CopyTrainedLayersFromHDF5``)."""
         from .io import hdf5_weights
         hdf5_weights.load(self, filename)
+
+
+def _gather(per_batch, total):
+    """Join each blob's per-batch arrays along the batch axis, the padding cut off
+    (``total`` items; 0: keep all). A blob without a batch axis (a loss) gives one value
+    per batch, stacked (pycaffe's own forward_all cannot iterate such a blob)."""
+    out = {}
+    for name, arrays in per_batch.items():
+        if arrays[0].ndim == 0:
+            out[name] = numpy.stack(arrays)
+        else:
+            joined = numpy.concatenate(arrays)
+            out[name] = joined[:total] if total else joined
+    return out

@@ -83,7 +83,6 @@ ONNX_START = b"\x08\x07\x12\x07pytorch\x3a\x06\x0a\x04node\x42\x02\x10\x0d"
 
 
 @pytest.mark.parametrize("content,what", [
-    (b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "HDF5"),
     (b"PK\x03\x04" + b"\0" * 64, "zip"),
     (b"\x80\x02}q\x00" + b"\0" * 64, "pickle"),
     (b"\x80\x04\x95" + b"\0" * 64, "pickle"),
@@ -99,6 +98,15 @@ def test_foreign_weight_files_are_named(tiny, tmp_path, content, what):
     weights = tmp_path / "model.bin"
     weights.write_bytes(content)
     with pytest.raises(WeightsError, match=f"model.bin: not a caffemodel: .*{what}"):
+        caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
+
+
+def test_broken_hdf5_weights_are_named(tiny, tmp_path):
+    # HDF5 is a weights format Caffe reads (CopyTrainedLayersFromHDF5): a file with its
+    # signature but no readable content is reported as broken HDF5 weights, by name.
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(WeightsError, match="model.bin: cannot read HDF5 weights"):
         caffe.Net(str(tiny), caffe.TEST, weights=str(weights))
 
 

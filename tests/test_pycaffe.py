@@ -135,12 +135,16 @@ def test_set_random_seed_makes_fillers_repeatable(model):
     numpy.testing.assert_array_equal(a, b)
 
 
-def test_mode_switches():
+def test_mode_switches(model):
     caffe.set_mode_cpu()
     from pycaffe_lite import backend
     if not backend.gpu_available():
-        with pytest.raises(CaffeError, match="no usable GPU"):
-            caffe.set_mode_gpu()
+        caffe.set_mode_gpu()                  # as a CPU-only Caffe build: fails at first use
+        try:
+            with pytest.raises(CaffeError, match="set_mode_gpu.*no usable GPU"):
+                caffe.Net(model, caffe.TEST)
+        finally:
+            caffe.set_mode_cpu()
 
 
 def test_save_hdf5_load_hdf5_in_caffes_layout(model, tmp_path):
@@ -193,3 +197,42 @@ def test_share_with_and_has_nccl(model):
     train.params[name][0].data[...] = 3
     assert (test.params[name][0].data == 3).all()
     assert caffe.has_nccl() is False
+
+
+def test_low_level_names_and_forward_backward_all(model):
+    net = caffe.Net(model, caffe.TRAIN)
+    assert net._blob_names == list(net.blobs) and net._blobs[0] is net.blobs["data"]
+    assert [net._blob_names[i] for i in net._inputs] == net.inputs
+    assert [net._blob_names[i] for i in net._outputs] == net.outputs
+    ip = net._layer_names.index("ip")
+    assert net._blob_names[net._bottom_ids(ip)[0]].startswith("data")   # via its Split
+    assert [net._blob_names[i] for i in net._top_ids(ip)] == ["ip"]
+    data = numpy.random.default_rng(1).standard_normal((10, 3)).astype(numpy.float32)
+    label = numpy.arange(10) % 5
+    batches = list(net._batch({"data": data}))
+    assert len(batches) == 3 and (batches[-1]["data"][2:] == 0).all()
+    outs, diffs = net.forward_backward_all(data=data, label=label)
+    assert outs["loss"].shape == (3,) and diffs["data"].shape == (10, 3)   # a loss per batch
+    single = caffe.Net(model, caffe.TRAIN)
+    single.share_with(net)
+    loss = single.forward(data=data[:4], label=label[:4])["loss"]
+    single.backward()
+    numpy.testing.assert_allclose(outs["loss"][0], loss, rtol=1e-6)
+    numpy.testing.assert_allclose(diffs["data"][:4], single.blobs["data"].diff, rtol=1e-6)
+
+
+def test_module_odds_and_ends(capsys):
+    timer = caffe.Timer()
+    timer.start()
+    timer.stop()
+    assert timer.ms >= 0
+    caffe.init_log(0)
+    caffe.log("hello from pycaffe")
+    assert "hello from pycaffe" in capsys.readouterr().err
+    with pytest.raises(CaffeError, match="no NCCL"):
+        caffe.NCCL(None, None)
+    caffe.set_solver_count(2)
+    caffe.set_solver_rank(1)
+    assert (caffe.solver_count(), caffe.solver_rank()) == (2, 1)
+    caffe.set_solver_count(1)
+    caffe.set_solver_rank(0)

@@ -928,17 +928,23 @@ def test_weights_field_finetunes_train_and_test_nets(tmp_path):
     assert (solver.test_nets[0].params["ip"][0].data == 3).all()
 
 
-def test_gpu_solver_mode_without_gpu_warns_once_and_uses_the_cpu(monkeypatch, caplog):
+def test_python_solver_follows_set_mode_not_solver_mode(monkeypatch, caplog):
+    """As pycaffe: a solver made from Python runs where caffe.set_mode_* says; the
+    prototxt's solver_mode is the CLI's (caffe_lite train warns there)."""
+    import pycaffe_lite as caffe
     from pycaffe_lite import backend
-    from pycaffe_lite.solvers import solver as solver_module
     monkeypatch.setattr(backend, "gpu_available", lambda: False)
-    monkeypatch.setattr(solver_module, "_warned", set())
     caplog.set_level(logging.WARNING, logger="pycaffe_lite")
-    for _ in range(2):
-        solver = tiny_solver(solver_mode=caffe_pb2.SolverParameter.GPU)
-        assert solver.net.xp is numpy
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "no usable GPU" in warnings[0].getMessage()
+    caffe.set_mode_cpu()
+    solver = tiny_solver(solver_mode=caffe_pb2.SolverParameter.GPU)
+    assert solver.net.xp is numpy
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    caffe.set_mode_gpu()
+    try:
+        with pytest.raises(CaffeError, match="set_mode_gpu.*no usable GPU"):
+            tiny_solver()
+    finally:
+        caffe.set_mode_cpu()
 
 
 @pytest.mark.gpu
@@ -946,7 +952,12 @@ def test_gpu_solver_mode_trains_on_the_gpu():
     from pycaffe_lite import backend
     if not backend.gpu_available():
         pytest.skip("no CuPy with a usable CUDA device on this machine")
-    gpu = tiny_solver(solver_mode=caffe_pb2.SolverParameter.GPU, type="Adam", momentum=0.9)
+    import pycaffe_lite as caffe
+    caffe.set_mode_gpu()
+    try:
+        gpu = tiny_solver(type="Adam", momentum=0.9)
+    finally:
+        caffe.set_mode_cpu()
     cpu = tiny_solver(type="Adam", momentum=0.9)
     assert gpu.net.xp is backend.cupy
     gpu.step(5)

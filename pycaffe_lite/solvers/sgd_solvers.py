@@ -71,6 +71,12 @@ class SGDSolver(Solver):
         """Subclasses validate their settings."""
 
     # --- the update --------------------------------------------------------------------
+    @property
+    def lr(self):
+        """The learning rate of the current iteration (pycaffe's ``solver.lr``); reading
+        it changes nothing."""
+        return float(learning_rate(self.param, self.iter, self.current_step)[0])
+
     def learning_rate(self):
         """The rate of the current iteration (advances ``current_step`` as Caffe)."""
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)

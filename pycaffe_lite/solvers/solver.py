@@ -69,38 +69,13 @@ def get_solver(path_or_param, **kwargs):
 
 # --- where the nets live -----------------------------------------------------------
 
-_warned = set()
-
-
-def _warn_once(key, message, *args):
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message, *args)
-
-
 def choose_array_module(param):
-    """NumPy or CuPy for a solver that was not given ``xp``.
-
-    pycaffe's ``set_mode_gpu`` wins; otherwise ``solver_mode: GPU`` (Caffe's
-    default) uses the GPU when one is usable and falls back to the CPU with one
-    warning when none is.
-    """
+    """NumPy or CuPy for a solver created from Python without ``xp``: pycaffe's mode
+    (``set_mode_cpu`` / ``set_mode_gpu``), as in Caffe's Python interface; the
+    prototxt's ``solver_mode`` is read by ``caffe_lite train`` only."""
+    del param
     from .. import pycaffe
-    if pycaffe._mode["gpu"]:
-        return backend.cupy
-    if param.solver_mode != caffe_pb2.SolverParameter.GPU:
-        return numpy
-    if not backend.gpu_available():
-        reason = ("CuPy is not installed" if backend.cupy is None else
-                  "CuPy sees no CUDA device")
-        _warn_once("no-gpu", "solver_mode is GPU, but there is no usable GPU (%s); "
-                   "training on the CPU", reason)
-        return numpy
-    count = backend.cupy.cuda.runtime.getDeviceCount()
-    if not 0 <= param.device_id < count:
-        raise CaffeError(f"solver device_id {param.device_id}: no such GPU ({count} found)")
-    backend.cupy.cuda.Device(param.device_id).use()
-    return backend.cupy
+    return pycaffe.array_module()
 
 
 def default_net_factory(net_param, phase, xp):
@@ -562,6 +537,10 @@ class Solver:
 
     def restore_solver_state(self, state, state_file):
         raise NotImplementedError(f"{type(self).__name__}.restore_solver_state")
+
+    def share_weights(self, net):
+        """Make ``net`` use this solver's trained params (pycaffe's ``share_weights``)."""
+        share_trained_layers(net, self.net)
 
     def close(self):
         """Stop the nets' background work (data prefetch threads)."""
