@@ -23,21 +23,8 @@ import types
 
 import numpy
 
-from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import TRAIN, Layer, register
-
-
-class BlobVec(list):
-    """pycaffe's ``layer.blobs``: a list of Blobs with ``add_blob(*shape)``."""
-
-    def __init__(self, xp, dtype, blobs=()):
-        super().__init__(blobs)
-        self._xp = xp
-        self._dtype = dtype
-
-    def add_blob(self, *shape):
-        self.append(Blob(tuple(int(d) for d in shape), xp=self._xp, dtype=self._dtype))
 
 
 def _import_module(name):
@@ -68,7 +55,7 @@ class PythonLayer(Layer):
     ``python_param.layer`` (a subclass of ``pycaffe_lite.Layer``) with the same
     arguments, and sets ``param_str`` (from ``python_param.param_str``),
     ``phase`` (0 TRAIN, 1 TEST, like pycaffe's), ``type = "Python"`` and
-    ``blobs`` (a :class:`BlobVec`).  Forward, gradient and shapes are whatever
+    ``blobs`` (a :class:`~pycaffe_lite.layer.BlobVec`).  Forward, gradient and shapes are whatever
     the user's class defines.  ``share_in_parallel`` is accepted and ignored.
     """
 
@@ -83,7 +70,6 @@ class PythonLayer(Layer):
             layer.type = "Python"
         except AttributeError:  # the user's class defines a read-only ``type``
             pass
-        layer.blobs = BlobVec(xp, numpy.dtype(dtype), layer.blobs)
         layer._python_ready = True
         return layer
 

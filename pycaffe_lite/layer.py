@@ -22,6 +22,19 @@ from .registry import Registry
 
 TRAIN, TEST = 0, 1
 
+
+class BlobVec(list):
+    """A layer's ``blobs`` (pycaffe's BlobVec): a list of Blobs, plus
+    ``add_blob(*shape)`` for a new zero-filled one, on every layer as in pycaffe."""
+
+    def __init__(self, xp, dtype, blobs=()):
+        super().__init__(blobs)
+        self._xp = xp
+        self._dtype = dtype
+
+    def add_blob(self, *shape):
+        self.append(Blob(tuple(int(d) for d in shape), xp=self._xp, dtype=self._dtype))
+
 def _load_builtin_layers():
     from . import layers  # noqa: F401  (importing registers every layer)
 
@@ -68,12 +81,20 @@ class Layer:
         self.phase = phase
         self.xp = xp
         self.dtype = numpy.dtype(dtype)
-        self.blobs = []
+        self.blobs = []    # a BlobVec: see the property
         self.loss_weights = []
         # Set by the net: False for a param whose gradient nobody needs (lr_mult 0
         # without force_backward).  Layers may skip that gradient to save time;
         # the net restores such diffs after backward either way.
         self.param_propagate_down = None
+
+    @property
+    def blobs(self):
+        return self._blobs
+
+    @blobs.setter
+    def blobs(self, blobs):
+        self._blobs = BlobVec(self.xp, self.dtype, blobs)
 
     def needs_param_gradient(self, index):
         flags = self.param_propagate_down

@@ -176,6 +176,8 @@ class Net:
         self.name = net_param.name
         self.xp, self.dtype = xp, numpy.dtype(dtype)
         self.inference_only = None  # a reason, once an optimisation removed backward
+        self.hooks = {when: [] for when in ("before_forward", "after_forward",
+                                            "before_backward", "after_backward")}
         self.param = insert_splits(filter_net(net_param, state))
         self._build()
         if weights:
@@ -403,7 +405,9 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             record = self.records[i]
+            self._run_hooks("before_forward", i)
             loss += record.layer.run_forward(record.bottom_blobs, record.top_blobs)
+            self._run_hooks("after_forward", i)
         return loss
 
     def backward_range(self, start=None, end=0):
@@ -413,14 +417,27 @@ class Net:
         start = len(self.records) - 1 if start is None else start
         for i in range(start, end - 1, -1):
             record = self.records[i]
-            if not record.need_backward:
-                continue
-            blobs = record.layer.blobs
-            kept = [blobs[k].diff.copy() for k in record.frozen_params]
-            record.layer.backward(record.top_blobs, record.bottom_need_backward,
-                                  record.bottom_blobs)
-            for k, diff in zip(record.frozen_params, kept):
-                blobs[k].diff[...] = diff
+            self._run_hooks("before_backward", i)
+            if record.need_backward:
+                blobs = record.layer.blobs
+                kept = [blobs[k].diff.copy() for k in record.frozen_params]
+                record.layer.backward(record.top_blobs, record.bottom_need_backward,
+                                      record.bottom_blobs)
+                for k, diff in zip(record.frozen_params, kept):
+                    blobs[k].diff[...] = diff
+            self._run_hooks("after_backward", i)
+
+    def add_hook(self, when, callback):
+        """Call ``callback(i)`` before or after layer i's forward or backward
+        (``when``: before_forward, after_forward, before_backward, after_backward),
+        as Caffe's Net callbacks: every layer in the range, in order."""
+        if when not in self.hooks:
+            raise NetError(f"unknown hook '{when}' (expected one of {', '.join(self.hooks)})")
+        self.hooks[when].append(callback)
+
+    def _run_hooks(self, when, i):
+        for callback in self.hooks[when]:
+            callback(i)
 
     def forward_backward(self):
         loss = self.forward_range()

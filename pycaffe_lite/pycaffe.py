@@ -207,6 +207,19 @@ class Net(CoreNet):
                 grads[name].append(backend.to_numpy(value).copy())
         return _gather(outs, total), _gather(grads, total)
 
+    # --- Caffe's Net callbacks: f(layer index) around each layer's pass ----------------
+    def before_forward(self, callback):
+        self.add_hook("before_forward", callback)
+
+    def after_forward(self, callback):
+        self.add_hook("after_forward", callback)
+
+    def before_backward(self, callback):
+        self.add_hook("before_backward", callback)
+
+    def after_backward(self, callback):
+        self.add_hook("after_backward", callback)
+
     # --- sharing and HDF5 weights ---------------------------------------------
     def share_with(self, other):
         """Use ``other``'s param arrays, layer by name (Caffe's ShareTrainedLayersWith)."""

@@ -236,3 +236,34 @@ def test_module_odds_and_ends(capsys):
     assert (caffe.solver_count(), caffe.solver_rank()) == (2, 1)
     caffe.set_solver_count(1)
     caffe.set_solver_rank(0)
+
+
+def test_forward_and_backward_hooks_see_every_layer_in_order(model):
+    net = caffe.Net(model, caffe.TRAIN)
+    calls = []
+    net.before_forward(lambda i: calls.append(("bf", i)))
+    net.after_forward(lambda i: calls.append(("af", i, float(net.blobs["loss"].data))))
+    net.before_backward(lambda i: calls.append(("bb", i)))
+    net.after_backward(lambda i: calls.append(("ab", i)))
+    data = numpy.random.default_rng(2).standard_normal((4, 3)).astype(numpy.float32)
+    loss = net.forward(data=data, label=numpy.arange(4) % 5)["loss"]
+    n = len(net.layers)
+    assert [c[:2] for c in calls] == [(w, i) for i in range(n) for w in ("bf", "af")]
+    assert calls[-1][2] == pytest.approx(float(loss))   # after the loss layer ran
+    calls.clear()
+    net.backward()
+    # every layer, including the ones that need no backward (Input), as Caffe's callbacks
+    assert calls == [(w, i) for i in reversed(range(n)) for w in ("bb", "ab")]
+    with pytest.raises(CaffeError, match="unknown hook 'during_forward'"):
+        net.add_hook("during_forward", print)
+
+
+def test_built_in_layer_blobs_add_blob(model):
+    net = caffe.Net(model, caffe.TEST)
+    ip = net.layer_dict["ip"]
+    ip.blobs.add_blob(2, 3)
+    assert len(ip.blobs) == 3 and ip.blobs[2].data.shape == (2, 3)
+    assert (ip.blobs[2].data == 0).all() and ip.blobs[2].data.dtype == numpy.float32
+    relu = net.layer_dict["relu"]
+    relu.blobs.add_blob(4)
+    assert relu.blobs[0].shape == (4,)
