@@ -12,6 +12,8 @@ from .layer import TEST, TRAIN, Layer, layer_type_list  # noqa: F401
 from .net_spec import NetSpec, params, to_proto  # noqa: F401
 from .alias import install_as_caffe  # noqa: F401
 from .pycaffe import Net, set_device, set_mode_cpu, set_mode_gpu  # noqa: F401
+from .classifier import Classifier  # noqa: F401
+from .detector import Detector  # noqa: F401
 from .rng import set_random_seed  # noqa: F401
 from .caffe_extras import (NCCL, Timer, has_nccl, init_log,  # noqa: F401
                            set_multiprocess, set_solver_count, set_solver_rank, solver_count,

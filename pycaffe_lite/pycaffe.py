@@ -28,7 +28,7 @@ def set_mode_gpu():
 
 def set_device(device_id):
     _mode["device"] = int(device_id)
-    if _mode["gpu"]:
+    if _mode["gpu"] and backend.gpu_available():   # else the first net says why
         backend.cupy.cuda.Device(int(device_id)).use()
 
 

@@ -136,6 +136,24 @@ def test_transformer_elementwise_mean():
     numpy.testing.assert_array_equal(t.preprocess("data", img)[0], 10 - mean)
 
 
+def test_transformer_resizes_an_elementwise_mean():
+    # BVLC master: classify.py's 3x256x256 ImageNet mean against a 227x227 input.
+    # A linear ramp stays the ramp bilinear interpolation gives (pixel centres at
+    # (x + 0.5) * 256 / 227 - 0.5), away from the clamped border.
+    t = caffe_io.Transformer({"data": (1, 3, 227, 227)})
+    y, x = numpy.mgrid[0:256, 0:256].astype(numpy.float64)
+    mean = numpy.stack([100 + 0.5 * x, 110 + 0.25 * y, 120 + 0.1 * x + 0.2 * y])
+    t.set_mean("data", mean)
+    got = t.mean["data"]
+    assert got.shape == (3, 227, 227)
+    src = (numpy.arange(227) + 0.5) * 256 / 227 - 0.5
+    inner = slice(2, -2)
+    numpy.testing.assert_allclose(got[0, 100, inner], 100 + 0.5 * src[inner], atol=2e-3)
+    numpy.testing.assert_allclose(got[1, inner, 7], 110 + 0.25 * src[inner], atol=2e-3)
+    t.set_mean("data", numpy.full((3, 256, 256), 104.0))
+    assert (t.mean["data"] == 104.0).all()
+
+
 def test_transformer_errors():
     t = caffe_io.Transformer({"data": (1, 3, 4, 4)})
     with pytest.raises(Exception, match="not one of the net inputs"):
@@ -146,8 +164,8 @@ def test_transformer_errors():
         t.set_channel_swap("data", (1, 0))
     with pytest.raises(ValueError, match="Mean channels incompatible"):
         t.set_mean("data", numpy.zeros(2))
-    with pytest.raises(ValueError, match="Mean shape incompatible"):
-        t.set_mean("data", numpy.zeros((3, 5, 5)))
+    with pytest.raises(ValueError, match=r"Mean channels incompatible.*\(2, 4, 4\)"):
+        t.set_mean("data", numpy.zeros((2, 4, 4)))
     with pytest.raises(ValueError, match="Mean shape invalid"):
         t.set_mean("data", numpy.zeros((1, 3, 4, 4)))
 

@@ -187,7 +187,8 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_, mean):
-        """Mean to subtract: one value per channel (K,) or an elementwise (K, H, W)."""
+        """Mean to subtract: one value per channel (K,) or an elementwise (K, H, W)
+        (or (H, W)), resized bilinearly to the input's H x W when it differs."""
         self.__check_input(in_)
         mean = numpy.asarray(mean)
         ms = mean.shape
@@ -202,9 +203,17 @@ class Transformer:
             if len(ms) != 3:
                 raise ValueError(f"Mean shape invalid: {mean.shape} (expected (K,), (H, W) or "
                                  "(K, H, W))")
-            if ms != tuple(self.inputs[in_][1:]):
-                raise ValueError(f"Mean shape incompatible with input shape: mean {ms}, input "
-                                 f"'{in_}' {tuple(self.inputs[in_][1:])}")
+            in_shape = tuple(self.inputs[in_][1:])
+            if ms[0] != in_shape[0]:
+                raise ValueError(f"Mean channels incompatible with input: mean {ms}, input "
+                                 f"'{in_}' {in_shape}")
+            if ms != in_shape:
+                # BVLC master resizes an elementwise mean to the input (the 3x256x256
+                # ImageNet mean for a 227x227 net).  Bilinear interpolation is affine-
+                # invariant, so the min/max normalisation pycaffe does for skimage's
+                # sake changes nothing here.
+                mean = resize_image(mean.reshape(ms).transpose(1, 2, 0),
+                                    in_shape[1:]).transpose(2, 0, 1)
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale):

@@ -343,12 +343,13 @@ def _umask():
 
 @contextlib.contextmanager
 def atomic_output(path):
-    """A binary file to write that becomes ``path`` (by a rename) only when the
-    ``with`` block ends without an error; otherwise nothing is left behind."""
+    """A binary file to write (readable too: h5py reads back what it writes) that
+    becomes ``path`` (by a rename) only when the ``with`` block ends without an
+    error; otherwise nothing is left behind."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b") as f:
             yield f
         # mkstemp creates 0600; give the file the mode open() would (0666 - umask).
         os.chmod(tmp, 0o666 & ~_umask())

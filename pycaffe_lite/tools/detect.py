@@ -1,0 +1,115 @@
+"""``detect``: BVLC's ``python/detect.py``, windows of images classified.
+
+    detect INPUT.{txt,csv} OUTPUT.{csv,h5} [--crop_mode list|selective_search]
+           [--model_def F] [--pretrained_model F] [--gpu] [--mean_file F]
+           [--input_scale S] [--raw_scale S] [--channel_swap 2,1,0] [--context_pad 16]
+
+INPUT: a ``.txt`` of image filenames (for selective search), or a ``.csv``
+with a header ``filename,xmin,ymin,xmax,ymax`` (``--crop_mode list``).
+OUTPUT: a ``.csv`` (filename, ymin, xmin, ymax, xmax, class0 ...) or an HDF5
+file (datasets ``filename``, ``window``, ``prediction``).  BVLC writes a pandas
+frame (its ``.csv`` branch does not run); we write plain csv / h5py, without
+pandas.
+"""
+import argparse
+import csv
+import sys
+import time
+
+import numpy
+
+from ..errors import CaffeError
+from ..io import files
+from .classify import add_preprocessing_flags, resolve, run
+
+COORD_COLS = ["ymin", "xmin", "ymax", "xmax"]
+
+
+def read_windows(path):
+    """(filename, windows) pairs from a CSV with a filename,xmin,ymin,xmax,ymax
+    header, windows as ymin, xmin, ymax, xmax rows, in first-seen order."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, skipinitialspace=True))
+    except OSError as e:
+        raise CaffeError(f"{path}: cannot read: {e.strerror}") from None
+    windows = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            box = [int(float(row[c])) for c in COORD_COLS]
+            windows.setdefault(row["filename"], []).append(box)
+        except (KeyError, TypeError, ValueError):
+            raise CaffeError(f"{path}:{line}: expected filename,xmin,ymin,xmax,ymax values "
+                             "under a header naming them") from None
+    return list(windows.items())
+
+
+def write_detections(path, detections):
+    """The detections as a csv (one row per window) or an HDF5 file."""
+    names = [d["filename"] for d in detections]
+    windows = numpy.array([d["window"] for d in detections], dtype=numpy.int64)
+    predictions = numpy.array([d["prediction"] for d in detections]).reshape(len(names), -1)
+    with files.atomic_output(path) as f:
+        if path.lower().endswith(".csv"):
+            text = [",".join(["filename"] + COORD_COLS +
+                             [f"class{i}" for i in range(predictions.shape[1])])]
+            text += [",".join([name] + [str(v) for v in window] +
+                              [repr(float(p)) for p in prediction])
+                     for name, window, prediction in zip(names, windows, predictions)]
+            f.write(("\n".join(text) + "\n").encode())
+        else:
+            import h5py
+            with h5py.File(f, "w") as h5:
+                h5["filename"] = numpy.array(names, dtype=h5py.string_dtype())
+                h5["window"] = windows
+                h5["prediction"] = predictions
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="detect", description="Windowed detection with a "
+                                     "Caffe model (BVLC's python/detect.py)")
+    parser.add_argument("input_file", help="Input txt/csv filename. If .txt, must be list "
+                        "of filenames. If .csv, must be comma-separated file with header "
+                        "'filename, xmin, ymin, xmax, ymax'")
+    parser.add_argument("output_file", help="Output h5/csv filename. Format depends on "
+                        "extension.")
+    parser.add_argument("--crop_mode", default="selective_search",
+                        choices=["list", "selective_search"],
+                        help="How to generate windows for detection.")
+    add_preprocessing_flags(parser, "Data set image mean of H x W x K dimensions (numpy "
+                            "array, or a Caffe .binaryproto); averaged to one value per "
+                            "channel")
+    parser.add_argument("--context_pad", type=int, default=16,
+                        help="Amount of surrounding context to collect in input window.")
+    args = parser.parse_args(argv)
+    if not args.input_file.lower().endswith((".txt", ".csv")):
+        parser.error(f"{args.input_file}: unknown input file type: not in txt or csv")
+
+    def body():
+        import pycaffe_lite as caffe
+        mean, swap = resolve(args)
+        if mean is not None and mean.ndim == 3 and mean.shape[1:] != (1, 1):
+            mean = mean.mean(1).mean(1)
+        detector = caffe.Detector(args.model_def, args.pretrained_model, mean=mean,
+                                  input_scale=args.input_scale, raw_scale=args.raw_scale,
+                                  channel_swap=swap, context_pad=args.context_pad)
+        start = time.time()
+        print("Loading input...")
+        if args.crop_mode == "list":
+            if not args.input_file.lower().endswith(".csv"):
+                raise CaffeError(f"{args.input_file}: --crop_mode list needs a .csv of "
+                                 "windows (filename,xmin,ymin,xmax,ymax)")
+            detections = detector.detect_windows(read_windows(args.input_file))
+        else:
+            with open(args.input_file) as f:
+                names = [line.strip() for line in f if line.strip()]
+            detections = detector.detect_selective_search(names)
+        print(f"Processed {len(detections)} windows in {time.time() - start:.3f} s.")
+        start = time.time()
+        write_detections(args.output_file, detections)
+        print(f"Saved to {args.output_file} in {time.time() - start:.3f} s.")
+    return run("detect", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
