@@ -96,11 +96,13 @@ def _bottoms(top):
     return inputs[:1] if top.fn.type_name == "Crop" else inputs
 
 
-def _maps_back(start):
-    """Every ancestor top reachable through mapped layers, with its map to ``start``."""
+def _walk_back(start):
+    """``(top, map from top to start)`` for ``start`` and every ancestor reachable
+    through mapped layers, nearest first."""
     maps, frontier = {start: IDENTITY}, [start]
     while frontier:
-        top = frontier.pop()
+        top = frontier.pop(0)
+        yield top, maps[top]
         try:
             step = coord_map(top.fn)
         except UndefinedMapException:
@@ -109,7 +111,6 @@ def _maps_back(start):
             if bottom not in maps:
                 maps[bottom] = compose(maps[top], step)
                 frontier.append(bottom)
-    return maps
 
 
 def coord_map_from_to(top_from, top_to):
@@ -117,20 +118,10 @@ def coord_map_from_to(top_from, top_to):
 
     Raises RuntimeError when the two tops share no ancestor through spatial layers.
     """
-    from_maps = _maps_back(top_from)
-    to_maps, frontier = {top_to: IDENTITY}, [top_to]
-    while frontier:
-        top = frontier.pop(0)
+    from_maps = dict(_walk_back(top_from))
+    for top, to_map in _walk_back(top_to):
         if top in from_maps:
-            return compose(to_maps[top], inverse(from_maps[top]))
-        try:
-            step = coord_map(top.fn)
-        except UndefinedMapException:
-            continue
-        for bottom in _bottoms(top):
-            if bottom not in to_maps:
-                to_maps[bottom] = compose(to_maps[top], step)
-                frontier.append(bottom)
+            return compose(to_map, inverse(from_maps[top]))
     raise RuntimeError("Could not compute map between tops; are they connected by "
                        "spatial layers?")
 
