@@ -67,3 +67,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("skipped, by reason")
         for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
             terminalreporter.line(f"{count:5d}  {reason}")
+
+
+@pytest.fixture(autouse=True)
+def upgrade_notes_again():
+    """Upgrade notes are logged once per file per process; each test starts afresh."""
+    from pycaffe_lite.io import upgrade
+    upgrade.forget_notes()
+    yield

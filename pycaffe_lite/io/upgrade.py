@@ -478,21 +478,48 @@ def log_problems(report, path):
                   path)
 
 
+# (level, message) of the upgrade notes logged so far for files (see _note_once).
+_noted = set()
+
+
+def _note_once(level, path, message, *args):
+    """Log an upgrade note about the file ``path`` once per process.
+
+    A solver reads its net file once for the train net and again for each test
+    net, a script may build the same deploy net many times: one note per file
+    says it all.  Nets given as messages (``path`` like ``<net>``) are noted
+    every time, since nothing tells two of them apart.
+    """
+    path = str(path)
+    key = (level, path, message % args)
+    if not path.startswith("<"):
+        if key in _noted:
+            return
+        _noted.add(key)
+    log.log(level, "%s: " + message, path, *args)
+
+
+def forget_notes():
+    """Note every upgrade again (for tests, which read the same files repeatedly)."""
+    _noted.clear()
+
+
 def upgrade_net(net, path="<net>", weights=False):
     """Upgrade ``net`` in place to the current format, logging as Caffe; returns it.
 
     One warning names the file and what was upgraded (Caffe's "Note that future
     Caffe releases will not support ..."); BatchNorm alone is only noted (INFO).
+    Each file is noted once per process (:func:`_note_once`).
     """
     report = upgrade_net_as_needed(net, path, weights)
     log_problems(report, path)
     steps = [s for s in report.steps if not (s == "V1 layers" and "V0 layers" in report.steps)]
     if steps == ["BatchNorm params"]:
-        log.info("%s: upgraded BatchNorm layers that declare deprecated params", path)
+        _note_once(logging.INFO, path, "upgraded BatchNorm layers that declare deprecated params")
     elif steps:
         tool = "upgrade_net_proto_binary" if weights else "upgrade_net_proto_text"
-        log.warning("%s: upgraded in memory from deprecated %s; %s writes it in the current "
-                    "format", path, ", ".join(steps), tool)
+        _note_once(logging.WARNING, path, "upgraded in memory from deprecated %s; %s writes it "
+                   "in the current format", ", ".join(steps), tool)
     return net
 
 
@@ -520,7 +547,7 @@ def upgrade_solver(solver, path="<solver>"):
     """Upgrade ``solver`` in place (Caffe's UpgradeSolverAsNeeded); returns it."""
     report = upgrade_solver_as_needed(solver, path)
     if report.steps:
-        log.warning("%s: upgraded the deprecated 'solver_type' field to 'type: \"%s\"'; "
-                    "upgrade_solver_proto_text writes it in the current format",
-                    path, solver.type)
+        _note_once(logging.WARNING, path, "upgraded the deprecated 'solver_type' field to "
+                   "'type: \"%s\"'; upgrade_solver_proto_text writes it in the current format",
+                   solver.type)
     return solver

@@ -21,7 +21,11 @@ its trained weights:
   no longer the shared one).  Everything else is kept as it was read: other
   layers, names, tops, bottoms, Input shapes, include/exclude rules, ParamSpecs
   (the text is written from the parsed net, so comments and layout are not).
-  This is, for the HWGQ fixtures, exactly the authors' ``deploy_bw.prototxt``.
+  :func:`binarized_net_param` of the net as written is, for the HWGQ fixtures,
+  exactly the authors' ``deploy_bw.prototxt``; :func:`binarize` converts the
+  net upgraded to the current format (deprecated ``input:`` fields become an
+  Input layer, as :mod:`pycaffe_lite.io.upgrade` does on every read), so that
+  its output reads back without an upgrade warning.
 * **the weights**: what Caffe's ``net.save`` writes for the net built in the
   TEST phase (every layer, with the blobs as loaded, as a standard caffemodel),
   except that blob 0 of each binary layer is the weight its forward pass uses,
@@ -201,15 +205,16 @@ def binarize(model, weights, phase=TEST, level=0, stages=()):
     model_source = model if isinstance(model, str) else _GIVEN
     weights_source = weights if isinstance(weights, str) else _GIVEN
     net_param = files.read_net_param(model, "net")[0] if isinstance(model, str) else model
-    net_param_bw, converted = binarized_net_param(net_param)
+    upgraded = caffe_pb2.NetParameter()
+    upgraded.CopyFrom(net_param)
+    upgrade_net(upgraded, model_source)
+    # Written in the current format: read back, it needs no upgrade (and no warning).
+    net_param_bw, converted = binarized_net_param(upgraded)
     if not converted:
         types = sorted({layer.type for layer in net_param.layer}) or ["none"]
         raise NetError(f"{model_source}: no BinaryConvolution or BinaryInnerProduct layer, "
                        f"nothing to binarize (layer types: {', '.join(types)}); is it a net "
                        "binarised already?")
-    upgraded = caffe_pb2.NetParameter()
-    upgraded.CopyFrom(net_param)
-    upgrade_net(upgraded, model_source)
     trained = files.read_weights(weights) if isinstance(weights, str) else weights
     try:
         net = Net(upgraded, phase=phase, level=level, stages=stages)
