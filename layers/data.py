@@ -300,6 +300,24 @@ class _DatumLoader(_BatchLoader):
             yield datum, datum.label, self.where(key)
 
 
+class MissingSourceError(LayerError):
+    """A Data layer whose database does not exist (the net came without its data)."""
+
+
+def missing_source_hint(source, backend):
+    """How to get going without the database ``source``: make it, or do without it.
+
+    The nets of papers name LMDBs that never travel with them; the user needs the
+    two ways out more than the path.  ``backend``: data_param.backend (the tools
+    write LMDB unless told otherwise).
+    """
+    flag = "" if backend == caffe_pb2.DataParameter.LMDB else "-backend=leveldb "
+    return (f"; make it with convert_imageset {flag}[FLAGS] ROOTFOLDER/ LISTFILE {source} "
+            "(LISTFILE: 'relative/path label' lines; convert_mnist_data makes MNIST's from "
+            "its idx files), or run caffe_lite train / test / time with --synthetic-data to "
+            "replace the data layers by random data of the same shapes")
+
+
 @register("Data", "DATA")
 class DataLayer(PrefetchingDataLayer):
     """Datums from an LMDB (``data_param.source``), in key order, transformed.
@@ -317,6 +335,9 @@ class DataLayer(PrefetchingDataLayer):
         try:
             reader = open_db(p.source, p.backend, what="data_param.source")
         except DBError as e:
+            if not os.path.exists(p.source):
+                hint = missing_source_hint(p.source, p.backend)
+                raise MissingSourceError(self, str(e) + hint) from None
             raise self.error(str(e)) from None
         try:
             self._setup_from(reader, p, top)

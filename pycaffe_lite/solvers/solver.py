@@ -14,7 +14,7 @@ import sys
 import numpy
 
 from .. import backend, rng
-from ..errors import CaffeError
+from ..errors import CaffeError, ParseError
 from ..io import files
 from ..layer import TEST, TRAIN
 from ..log import caffe_float
@@ -25,6 +25,10 @@ from ..registry import Registry
 log = logging.getLogger("pycaffe_lite")
 
 f32 = numpy.float32
+
+
+class NetFileNotFoundError(ParseError):
+    """A net file that the solver names does not exist."""
 
 
 class SolverAction:
@@ -204,6 +208,24 @@ class Solver:
                              f"({e.strerror}). Make sure that the directory exists and is "
                              "writeable.") from None
 
+    def _read_net_file(self, path, field):
+        """The net a solver field names; a missing file is named with the solver
+        that named it and the directory it was looked for in.
+
+        Caffe opens the path from the current directory, not from the solver's
+        folder: a solver run from elsewhere is the usual reason, so say so.
+        """
+        if os.path.exists(path):
+            return files.read_net(path)
+        solver = self.path or "the SolverParameter"
+        message = (f"{path}: net file not found (named by '{field}' in {solver}; relative "
+                   f"paths are opened from the current directory {os.getcwd()}, as in Caffe)")
+        beside = os.path.join(os.path.dirname(self.path or ""), path)
+        if self.path and not os.path.isabs(path) and os.path.exists(beside):
+            message += (f"; it is next to the solver: run from "
+                        f"{os.path.dirname(os.path.abspath(self.path))}")
+        raise NetFileNotFoundError(message)
+
     def _build_net(self, net_param, phase):
         return self.net_factory(net_param, phase, self.xp)
 
@@ -223,13 +245,13 @@ class Solver:
             net_param = _copy(p.train_net_param)
         elif field == "train_net":
             log.info("Creating training net from train_net file: %s", p.train_net)
-            net_param = files.read_net(p.train_net)
+            net_param = self._read_net_file(p.train_net, "train_net")
         elif field == "net_param":
             log.info("Creating training net specified in net_param.")
             net_param = _copy(p.net_param)
         else:
             log.info("Creating training net from net file: %s", p.net)
-            net_param = files.read_net(p.net)
+            net_param = self._read_net_file(p.net, "net")
         # Solver defaults, then the net's own state, then train_state (highest).
         state = caffe_pb2.NetState(phase=TRAIN)
         state.MergeFrom(net_param.state)
@@ -246,14 +268,14 @@ class Solver:
             params.append(_copy(net_param))
         for path in p.test_net:
             sources.append("test_net file: " + path)
-            params.append(files.read_net(path))
+            params.append(self._read_net_file(path, "test_net"))
         remaining = len(p.test_iter) - len(params)
         if p.HasField("net_param"):
             sources += ["net_param"] * remaining
             params += [_copy(p.net_param) for _ in range(remaining)]
         if p.HasField("net"):
             sources += ["net file: " + p.net] * remaining
-            params += [files.read_net(p.net) for _ in range(remaining)]
+            params += [self._read_net_file(p.net, "net") for _ in range(remaining)]
         nets = []
         for i, (source, net_param) in enumerate(zip(sources, params)):
             state = caffe_pb2.NetState(phase=TEST)
