@@ -24,7 +24,8 @@ written for it keep working:
 
 Flags are gflags-style (:mod:`pycaffe_lite.flags`): ``-model=x``, ``--model=x``
 and ``--model x`` are the same; booleans take ``--flag``, ``--noflag`` or
-``--flag=false``.  Flags may come before or after the command.  Every user error (a
+``--flag=false``; ``--batch-size`` is ``--batch_size``.  Flags may come before
+or after the command (``--help`` says so too).  Every user error (a
 :class:`~pycaffe_lite.errors.CaffeError`) ends the run with one line
 ``caffe_lite: error: <message>`` and exit status 1; ``PYCAFFE_LITE_DEBUG=1``
 adds the traceback.
@@ -39,8 +40,8 @@ from tqdm import tqdm
 
 from . import backend, fuse
 from .errors import CaffeError
-from .flags import (GLOG_FLAGS, Flag, UsageError, describe_flags, parse_flags,
-                    report_error)
+from .flags import (GLOG_FLAGS, SPELLING_NOTE, Flag, UsageError, describe_flags,
+                    parse_flags, report_error)
 from .layer import TEST, TRAIN
 from .log import caffe_float, setup_logging
 
@@ -69,13 +70,17 @@ FLAGS = [
          "received: snapshot, stop or none."),
     Flag("sighup_effect", str, "snapshot", "Optional; action to take when a SIGHUP signal "
          "is received: snapshot, stop or none."),
-    Flag("synthetic_data", bool, False, "Optional; replace data-source layers (Data, "
-         "ImageData, HDF5Data, ...) by random data of the same batch size, for nets whose "
+    Flag("synthetic_data", bool, False, "Optional; 'train', 'test' and 'time': replace "
+         "data-source layers (Data, ImageData, HDF5Data, ...) by random data of the same "
+         "batch size and image size (crop_size, or --synthetic_shape), for nets whose "
          "databases are not on this machine (pycaffe_lite extension)."),
-    Flag("batch_size", int, 0, "Optional; 'test' and 'time': run at this batch size: the "
-         "first dimension of every Input layer and, with --synthetic_data, of the synthetic "
-         "data (pycaffe_lite extension; 0 keeps the prototxt's). 'compress': images per "
-         "forward (0: as many as about 768 MB of activations hold, at most 64)."),
+    Flag("synthetic_shape", str, "3,224,224", "Optional; with --synthetic_data: C,H,W of "
+         "the synthetic images where the prototxt does not tell them (no crop_size), e.g. "
+         "1,28,28 for MNIST (pycaffe_lite extension)."),
+    Flag("batch_size", int, 0, "Optional; 'train', 'test' and 'time': run at this batch "
+         "size: the first dimension of every Input layer and, with --synthetic_data, of the "
+         "synthetic data (pycaffe_lite extension; 0 keeps the prototxt's). 'compress': images "
+         "per forward (0: as many as about 768 MB of activations hold, at most 64)."),
     Flag("fold_bn", bool, False, "Optional; 'test' and 'time': fold BatchNorm (and Scale) "
          "layers into the Convolution/InnerProduct before them (inference only: 'time' then "
          "skips backward and defaults to phase TEST; see pycaffe_lite.fuse; pycaffe_lite "
@@ -151,7 +156,9 @@ def usage(with_flags=True):
              "commands:"]
     lines += [f"  {c.name:<16}{c.help}" for c in COMMANDS.values()]
     text = "\n".join(lines) + "\n"
-    return text + "\n" + describe_flags(FLAGS) if with_flags else text
+    if not with_flags:
+        return text
+    return f"{text}\n{describe_flags(FLAGS)}\n{SPELLING_NOTE}\n"
 
 
 # --- shared pieces ---------------------------------------------------------------
@@ -241,22 +248,59 @@ def _progress(flags, total, desc):
                 leave=False, dynamic_ncols=True)
 
 
-def _build_net(flags, phase, xp):
-    from .io import files
+def _synthetic_shape(flags):
+    """(C, H, W) that --synthetic_shape gives."""
+    try:
+        shape = tuple(int(part) for part in flags.synthetic_shape.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UsageError(f"--synthetic_shape must be C,H,W (three positive integers, e.g. "
+                         f"1,28,28), got '{flags.synthetic_shape}'", show_usage=False)
+    return shape
+
+
+def _check_batch_size(flags):
+    if flags.batch_size < 0:
+        raise UsageError(f"--batch_size must be positive, got {flags.batch_size}",
+                         show_usage=False)
+
+
+def _as_flags_say(model, flags):
+    """``model`` (a NetParameter) with --synthetic_data and --batch_size applied."""
     from .io.synthetic import synthesize_data_layers
-    from .net import Net
-    model = files.read_net(flags.model)
     batch = flags.batch_size
-    if batch < 0:
-        raise UsageError(f"--batch_size must be positive, got {batch}", show_usage=False)
     if flags.synthetic_data:
-        model = synthesize_data_layers(model, batch=batch or None)
+        model = synthesize_data_layers(model, sample_shape=_synthetic_shape(flags),
+                                       batch=batch or None)
     if batch:
         for layer in model.layer:
             for shape in layer.input_param.shape if layer.type == "Input" else ():
                 if shape.dim:
                     shape.dim[0] = batch
+    return model
+
+
+def _build_net(flags, phase, xp):
+    from .io import files
+    from .net import Net
+    _check_batch_size(flags)
+    model = _as_flags_say(files.read_net(flags.model), flags)
     return Net(model, phase=phase, level=flags.level, stages=_stages(flags), xp=xp)
+
+
+def _train_net_factory(flags):
+    """The solver's net factory for 'train': its nets as --synthetic_data and
+    --batch_size say (None: the solver's own, when neither is given)."""
+    from .net import Net
+    if not (flags.synthetic_data or flags.batch_size):
+        return None
+    _check_batch_size(flags)
+    _synthetic_shape(flags)     # a bad value fails before any net is built
+
+    def factory(net_param, phase, xp):
+        return Net(_as_flags_say(net_param, flags), phase, xp=xp)
+    return factory
 
 
 def _copy_weights(net, weights):
@@ -381,7 +425,8 @@ def cmd_train(flags):
     with solvers.SignalHandler(*effects) as signals:
         solver = solvers.create_solver(param, path=flags.solver, xp=xp,
                                        action_request=signals.check,
-                                       progress=None if flags.progress else False)
+                                       progress=None if flags.progress else False,
+                                       net_factory=_train_net_factory(flags))
         try:
             if flags.snapshot:
                 log.info("Resuming from %s", flags.snapshot)

@@ -35,10 +35,30 @@ def _sample_shape(layer, default):
     return (channels, height, width)
 
 
+def _twin_shapes(net_param, default):
+    """``{first top: (C, H, W)}`` of the source layers whose prototxt sets a size.
+
+    A train_val often crops in one phase only (CIFAR: ``crop_size: 32`` for TRAIN,
+    the whole padded image for TEST); the other phase's layer, writing the same
+    top, is given this size, so that the train and test nets share weights of the
+    same shapes.
+    """
+    shapes = {}
+    for layer in net_param.layer:
+        if layer.type in SOURCE_TYPES and layer.top:
+            shape = _sample_shape(layer, default)
+            if shape != tuple(default):
+                shapes.setdefault(layer.top[0], shape)
+    return shapes
+
+
 def synthesize_data_layers(net_param, sample_shape=(3, 224, 224), shapes=None, batch=None):
     """A copy of ``net_param`` with data-source layers replaced by DummyData.
 
-    ``batch``: a batch size to use instead of the prototxt's.
+    ``sample_shape``: (C, H, W) of an image where the prototxt does not say it
+    (no crop_size, no image_data_param size, and no layer writing the same top
+    in another phase that says it).  ``batch``: a batch size to use instead of
+    the prototxt's.
 
     ``shapes``: optional ``{top name: full shape}`` that overrides the inferred
     shape of a top (e.g. ``{"data": (64, 1, 28, 28)}``).
@@ -46,11 +66,15 @@ def synthesize_data_layers(net_param, sample_shape=(3, 224, 224), shapes=None, b
     shapes = shapes or {}
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net_param)
+    twins = _twin_shapes(net_param, sample_shape)
     for layer in out.layer:
         if layer.type not in SOURCE_TYPES:
             continue
         n = batch or batch_size(layer)
-        image = (n,) + tuple(_sample_shape(layer, sample_shape))
+        sample = _sample_shape(layer, sample_shape)
+        if sample == tuple(sample_shape) and layer.top:
+            sample = twins.get(layer.top[0], sample)
+        image = (n,) + tuple(sample)
         dummy = caffe_pb2.LayerParameter(name=layer.name, type="DummyData")
         dummy.top.extend(layer.top)
         dummy.include.extend(layer.include)
