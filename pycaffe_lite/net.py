@@ -17,6 +17,7 @@ from .blob import Blob
 from .errors import NetError, WeightsError
 from .io import files, hdf5_weights
 from .layer import TRAIN, Layer, create_layer
+from .net_log import log_backward, log_done, log_set_up, log_wiring
 from .proto import caffe_pb2
 
 log = logging.getLogger("pycaffe_lite")
@@ -193,6 +194,7 @@ class Net:
         self.param_owner = {}           # shared param name -> (layer index, param index)
         blob_need_backward = {}
         available = collections.OrderedDict()
+        memory = 0                      # top elements so far, for Caffe's setup log
         for i, lp in enumerate(self.param.layer):
             if not lp.name:
                 lp.name = f"{lp.type.lower() or 'layer'}_{i}"
@@ -231,9 +233,11 @@ class Net:
                 # unnamed: not in net.blobs, not an output (Caffe's "(automatic)")
                 tops += [Blob((), xp=self.xp, dtype=self.dtype)
                          for _ in range(needed - len(tops))]
+            log_wiring(lp, len(tops) - len(lp.top))
             layer.set_up(bottoms, tops)
             record = LayerRecord(lp.name, layer, list(lp.bottom), list(lp.top), bottoms, tops,
                                  bottom_need_backward=need)
+            memory = log_set_up(record, memory, self.dtype.itemsize)
             self.records.append(record)
             for k in range(len(layer.blobs)):
                 self._add_param(i, k, lp.param[k] if k < len(lp.param) else caffe_pb2.ParamSpec())
@@ -247,6 +251,7 @@ class Net:
                 blob_need_backward[name] = blob_need_backward.get(name, False) or layer_need
         self.output_names = sorted(available)  # Caffe keeps them in a std::set
         self._prune_backward()
+        log_done(self.output_names)
 
     def _add_param(self, i, k, spec):
         """Register param ``k`` of layer ``i``; share it if another layer named it first.
@@ -297,6 +302,7 @@ class Net:
                 record.bottom_need_backward = [False] * len(record.bottoms)
             if not contributes:
                 record.need_backward = False
+            log_backward(record)
             for j, name in enumerate(record.bottoms):
                 if contributes:
                     under_loss.add(name)
