@@ -28,7 +28,9 @@ GLOG_FLAGS = [
 ]
 
 SPELLING_NOTE = ("Flags may be written as in Caffe (-flag=value, -flag value, -flag and -noflag "
-                 "for booleans) or --flag=value.")
+                 "for booleans) or with two dashes (--flag=value, --flag value, --flag, "
+                 "--noflag); a '-' in a flag's name reads as '_' (--batch-size is -batch_size). "
+                 "Flags may come before or after the arguments; '--' ends them.")
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}

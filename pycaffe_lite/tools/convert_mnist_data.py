@@ -26,8 +26,9 @@ USAGE = ("This script converts the MNIST dataset to\n"
          "    convert_mnist_data [FLAGS] input_image_file input_label_file output_db_file\n"
          "The MNIST dataset could be downloaded at\n"
          "    http://yann.lecun.com/exdb/mnist/\n"
-         "You should gunzip them after downloading, or directly use data/mnist/get_mnist.sh\n"
-         "(gzip-compressed files are accepted here as well)\n")
+         "(Fashion-MNIST, in the same format: apt-get install dataset-fashion-mnist).\n"
+         "The idx files may be plain or gzip-compressed.  In a pycaffe_lite checkout,\n"
+         "examples/mnist/create_mnist.sh [DATA_DIR] converts the training and test sets.\n")
 
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
