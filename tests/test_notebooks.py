@@ -82,3 +82,41 @@ def test_pascal_multilabel(tmp_path):
                        "--width-div", 8, "--rounds", 3, "--steps", 5, "--base-lr", 0.01,
                        cwd=tmp_path)
     assert "pascal_multilabel: OK" in out
+
+
+@pytest.fixture
+def caffenet_material():
+    for path in (IMAGES / "cat.jpg", IMAGES / "cat_gray.jpg", IMAGES / "fish-bike.jpg",
+                 CAFFENET / "deploy.prototxt", IMAGENET_MEAN):
+        needs(path)
+    return IMAGES, CAFFENET / "deploy.prototxt", IMAGENET_MEAN
+
+
+def test_net_surgery(caffenet_material, tmp_path):
+    # CaffeNet at 1/4 width (fc8 keeps its 1000 classes), the full-conv net on 451x451
+    images, deploy, mean = caffenet_material
+    out = run_notebook("net_surgery.py", tmp_path, images, deploy, mean, "--width-div", 4,
+                       cwd=tmp_path)
+    assert "net_surgery: OK" in out
+
+
+def test_classification(caffenet_material, tmp_path):
+    # CaffeNet itself (60M random weights, saved and loaded back), a batch of 2
+    images, deploy, mean = caffenet_material
+    out = run_notebook("classification.py", tmp_path, images, deploy, mean, "--batch", 2,
+                       cwd=tmp_path)
+    assert "classification: OK" in out
+
+
+def test_fine_tuning(tmp_path):
+    data = SHARED / "fixtures" / "data"
+    images = sorted(IMAGES.glob("*.jpg")) + sorted(data.glob("*.jpg")) + sorted(
+        data.glob("*.png"))
+    needs(IMAGENET_MEAN)
+    if len(images) < 5:
+        pytest.skip(f"test material not found: under 5 images in {IMAGES} and {data}")
+    # CaffeNet at 1/8 width on 67x67 crops of 80x80 images, batches of 8
+    out = run_notebook("fine_tuning.py", tmp_path, IMAGENET_MEAN, *images, "--niter", 10,
+                       "--batch", 8, "--crop", 67, "--new-size", 80, "--width-div", 8,
+                       cwd=tmp_path)
+    assert "fine_tuning: OK" in out
