@@ -58,9 +58,12 @@ def main():
     net = caffe.Net(model_def,      # defines the structure of the model
                     model_weights,  # contains the trained weights
                     caffe.TEST)     # use test mode (e.g., don't perform dropout)
+    # pycaffe's other spelling: Net(network_file, phase, weights=...)
+    net2 = caffe.Net(model_def, caffe.TEST, weights=model_weights)
     for name, blobs in random_net.params.items():
         assert np.array_equal(net.params[name][0].data, blobs[0].data), name
-    del random_net
+        assert np.array_equal(net2.params[name][1].data, blobs[1].data), name
+    del random_net, net2
 
     mu = np.load(args.mean)
     assert mu.shape == (3, 256, 256), mu.shape
@@ -89,8 +92,10 @@ def main():
     output_prob = output['prob'][0]
     assert output['prob'].shape == (args.batch, 1000), output['prob'].shape
     assert abs(output_prob.sum() - 1) < 1e-4 and output_prob.min() >= 0
-    # the image went into every item of the batch: every item gets the same answer
-    assert np.allclose(output['prob'], output_prob, atol=1e-6)
+    # the image went into every item of the batch: every item gets the same scores
+    # (up to the BLAS kernel's summing order, which may differ from row to row)
+    fc8 = net.blobs['fc8'].data
+    assert np.abs(fc8 - fc8[0]).max() <= 1e-4 * np.abs(fc8[0]).max()
     print('predicted class is:', output_prob.argmax())
 
     labels = np.loadtxt(labels_file, str, delimiter='\t')

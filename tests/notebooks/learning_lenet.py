@@ -43,8 +43,8 @@ def custom_net(lmdb, batch_size):
 
 def run_custom(args):
     """The notebook's second half: a SolverParameter built in Python, caffe.get_solver."""
-    train_path = os.path.join(args.workdir, 'custom_auto_train.prototxt')
-    test_path = os.path.join(args.workdir, 'custom_auto_test.prototxt')
+    train_path = os.path.join('mnist', 'custom_auto_train.prototxt')
+    test_path = os.path.join('mnist', 'custom_auto_test.prototxt')
     with open(train_path, 'w') as f:
         f.write(str(custom_net(args.train_lmdb, 64)))
     with open(test_path, 'w') as f:
@@ -65,9 +65,9 @@ def run_custom(args):
     s.power = 0.75
     s.display = 1000
     s.snapshot = 5000
-    s.snapshot_prefix = os.path.join(args.workdir, 'custom_net')
+    s.snapshot_prefix = os.path.join('mnist', 'custom_net')
     s.solver_mode = caffe_pb2.SolverParameter.GPU  # set_mode_cpu() wins from Python
-    solver_path = os.path.join(args.workdir, 'custom_auto_solver.prototxt')
+    solver_path = os.path.join('mnist', 'custom_auto_solver.prototxt')
     with open(solver_path, 'w') as f:
         f.write(str(s))
 
@@ -104,9 +104,14 @@ def main():
     parser.add_argument("--min-accuracy", type=float, default=None,
                         help="fail unless the last test accuracy is above this")
     args = parser.parse_args()
+    # as the notebook, from examples/: the nets and solvers under mnist/, named by
+    # paths relative to the current directory
+    args.train_lmdb, args.test_lmdb = map(os.path.abspath, (args.train_lmdb, args.test_lmdb))
+    os.chdir(args.workdir)
+    os.makedirs('mnist', exist_ok=True)
 
-    train_path = os.path.join(args.workdir, 'lenet_auto_train.prototxt')
-    test_path = os.path.join(args.workdir, 'lenet_auto_test.prototxt')
+    train_path = os.path.join('mnist', 'lenet_auto_train.prototxt')
+    test_path = os.path.join('mnist', 'lenet_auto_test.prototxt')
     with open(train_path, 'w') as f:
         f.write(str(lenet(args.train_lmdb, 64)))
     with open(test_path, 'w') as f:
@@ -127,9 +132,9 @@ def main():
     s.display = 100
     s.max_iter = 10000
     s.snapshot = 5000
-    s.snapshot_prefix = os.path.join(args.workdir, 'lenet')
+    s.snapshot_prefix = os.path.join('mnist', 'lenet')
     s.random_seed = args.seed
-    solver_path = os.path.join(args.workdir, 'lenet_auto_solver.prototxt')
+    solver_path = os.path.join('mnist', 'lenet_auto_solver.prototxt')
     with open(solver_path, 'w') as f:
         f.write(str(s))
 
