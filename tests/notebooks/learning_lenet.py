@@ -2,7 +2,7 @@
 from Python on MNIST LMDBs, with the notebook's own test loop.
 
     python -m pycaffe_lite.run learning_lenet.py TRAIN_LMDB TEST_LMDB WORKDIR \
-        [--niter N] [--test-interval K] [--test-iters T] [--min-accuracy A]
+        [--niter N] [--test-interval K] [--test-iters T] [--min-accuracy A] [--gpu]
 """
 import argparse
 import os
@@ -66,7 +66,7 @@ def run_custom(args):
     s.display = 1000
     s.snapshot = 5000
     s.snapshot_prefix = os.path.join('mnist', 'custom_net')
-    s.solver_mode = caffe_pb2.SolverParameter.GPU  # set_mode_cpu() wins from Python
+    s.solver_mode = caffe_pb2.SolverParameter.GPU  # from Python, set_mode_* decides
     solver_path = os.path.join('mnist', 'custom_auto_solver.prototxt')
     with open(solver_path, 'w') as f:
         f.write(str(s))
@@ -100,6 +100,7 @@ def main():
     parser.add_argument("--test-interval", type=int, default=25)
     parser.add_argument("--test-iters", type=int, default=100)
     parser.add_argument("--test-batch", type=int, default=100)
+    parser.add_argument("--gpu", action="store_true", help="train on GPU 0")
     parser.add_argument("--seed", type=int, default=0xCAFFE, help="the solvers' random_seed")
     parser.add_argument("--min-accuracy", type=float, default=None,
                         help="fail unless the last test accuracy is above this")
@@ -138,7 +139,11 @@ def main():
     with open(solver_path, 'w') as f:
         f.write(str(s))
 
-    caffe.set_mode_cpu()
+    if args.gpu:  # as the notebook does
+        caffe.set_device(0)
+        caffe.set_mode_gpu()
+    else:
+        caffe.set_mode_cpu()
     solver = caffe.SGDSolver(solver_path)
 
     shapes = dict((k, v.data.shape) for k, v in solver.net.blobs.items())
