@@ -14,9 +14,10 @@ from conftest import SHARED
 from lenet_mnist import MNIST, needs, write_mnist_lmdb
 
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
-IMAGES = SHARED / "fixtures" / "bvlc" / "examples" / "images"
-CAFFENET = SHARED / "fixtures" / "bvlc" / "models" / "bvlc_reference_caffenet"
-IMAGENET_MEAN = SHARED / "fixtures" / "bvlc" / "python" / "caffe" / "imagenet" / "ilsvrc_2012_mean.npy"
+BVLC = SHARED / "fixtures" / "bvlc"
+IMAGES = BVLC / "examples" / "images"
+CAFFENET = BVLC / "models" / "bvlc_reference_caffenet"
+IMAGENET_MEAN = BVLC / "python" / "caffe" / "imagenet" / "ilsvrc_2012_mean.npy"
 
 
 def run_notebook(script, *args, cwd, timeout=120):
