@@ -10,14 +10,13 @@ saved as a caffemodel, and the ImageNet labels are made up (n00000000 class 0...
 so the script checks the plumbing, not the predictions.  --width-div divides the
 width of every layer but fc8 (1: CaffeNet's own).
 """
-import argparse
 import os
 
 import numpy as np
 
 import caffe
 
-from narrow import fill_random, narrow, read_net
+from narrow import caffenet_arguments, fill_random, narrow, read_net
 
 
 def vis_square(data):
@@ -33,13 +32,8 @@ def vis_square(data):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdir")
-    parser.add_argument("images")
-    parser.add_argument("deploy")
-    parser.add_argument("mean")
+    parser = caffenet_arguments(__doc__)
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--width-div", type=int, default=1)
     args = parser.parse_args()
     div = args.width_div
 

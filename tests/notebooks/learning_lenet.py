@@ -41,14 +41,20 @@ def custom_net(lmdb, batch_size):
     return n.to_proto()
 
 
+def write_nets(make, name, args):
+    """The notebook's train and test prototxts (batch 64 / the test batch) under mnist/."""
+    paths = []
+    for phase, lmdb, batch in (('train', args.train_lmdb, 64),
+                               ('test', args.test_lmdb, args.test_batch)):
+        paths.append(os.path.join('mnist', f'{name}_{phase}.prototxt'))
+        with open(paths[-1], 'w') as f:
+            f.write(str(make(lmdb, batch)))
+    return paths
+
+
 def run_custom(args):
     """The notebook's second half: a SolverParameter built in Python, caffe.get_solver."""
-    train_path = os.path.join('mnist', 'custom_auto_train.prototxt')
-    test_path = os.path.join('mnist', 'custom_auto_test.prototxt')
-    with open(train_path, 'w') as f:
-        f.write(str(custom_net(args.train_lmdb, 64)))
-    with open(test_path, 'w') as f:
-        f.write(str(custom_net(args.test_lmdb, args.test_batch)))
+    train_path, test_path = write_nets(custom_net, 'custom_auto', args)
     s = caffe_pb2.SolverParameter()
     s.random_seed = args.seed
     s.train_net = train_path
@@ -111,12 +117,7 @@ def main():
     os.chdir(args.workdir)
     os.makedirs('mnist', exist_ok=True)
 
-    train_path = os.path.join('mnist', 'lenet_auto_train.prototxt')
-    test_path = os.path.join('mnist', 'lenet_auto_test.prototxt')
-    with open(train_path, 'w') as f:
-        f.write(str(lenet(args.train_lmdb, 64)))
-    with open(test_path, 'w') as f:
-        f.write(str(lenet(args.test_lmdb, args.test_batch)))
+    train_path, test_path = write_nets(lenet, 'lenet_auto', args)
 
     # The notebook's lenet_auto_solver.prototxt, built here with caffe_pb2.
     s = caffe_pb2.SolverParameter()

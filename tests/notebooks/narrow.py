@@ -1,9 +1,21 @@
 """Helpers the notebook scripts share: a narrower copy of a net (so that tests can
 run CaffeNet's notebooks in seconds on a CPU) and random "trained" weights."""
+import argparse
+
 import numpy as np
 from google.protobuf import text_format
 
 from caffe.proto import caffe_pb2
+
+
+def caffenet_arguments(doc):
+    """The arguments the CaffeNet scripts share: a work folder, the images folder,
+    CaffeNet's deploy.prototxt and the ILSVRC mean (.npy), and --width-div."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    for name in ("workdir", "images", "deploy", "mean"):
+        parser.add_argument(name)
+    parser.add_argument("--width-div", type=int, default=1)
+    return parser
 
 
 def read_net(path):

@@ -9,14 +9,13 @@ IMAGES_DIR holds cat.jpg and cat_gray.jpg (Caffe's examples/images).  CaffeNet's
 weights are not needed: the script fills the deploy net at random and saves them.
 --width-div divides the width of every layer but fc8 (1: CaffeNet's own).
 """
-import argparse
 import os
 
 import numpy as np
 
 import caffe
 
-from narrow import fill_random, narrow, read_net
+from narrow import caffenet_arguments, fill_random, narrow, read_net
 
 CONV_PROTOTXT = """name: "convolution"
 layer { name: "data" type: "Input" top: "data"
@@ -184,13 +183,8 @@ def full_conv(workdir, images, deploy_path, mean_npy, size, width_div):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdir")
-    parser.add_argument("images")
-    parser.add_argument("deploy")
-    parser.add_argument("mean")
+    parser = caffenet_arguments(__doc__)
     parser.add_argument("--full-size", type=int, default=451)
-    parser.add_argument("--width-div", type=int, default=1)
     args = parser.parse_args()
     edit_filters(args.workdir, args.images)
     full_conv(args.workdir, args.images, args.deploy, args.mean, args.full_size, args.width_div)
