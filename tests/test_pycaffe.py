@@ -267,3 +267,21 @@ def test_built_in_layer_blobs_add_blob(model):
     relu = net.layer_dict["relu"]
     relu.blobs.add_blob(4)
     assert relu.blobs[0].shape == (4,)
+
+
+def test_forward_and_backward_from_and_to_named_layers(model):
+    # pycaffe's forward(start=, end=) / backward(start=, end=): only those layers run.
+    net = caffe.Net(model, caffe.TRAIN)
+    data = numpy.random.default_rng(4).standard_normal((4, 3)).astype(numpy.float32)
+    net.forward(data=data, label=numpy.arange(4) % 5)
+    net.blobs["ip"].data[...] = 7.0                      # as if ip/relu had given 7
+    out = net.forward(start="sum", end="sum")
+    numpy.testing.assert_allclose(out["sum"], 7.0 + net.blobs["ip2"].data, rtol=1e-6)
+    net.clear_param_diffs()
+    net.blobs["sum"].diff[...] = 1.0
+    got = net.backward(start="sum", end="ip2")
+    assert set(got) == {"data_data_0_split_1"}             # ip2's bottom
+    # ip2 = data @ W.T, W shared with ip: d/dW of sum(ip2) is the column sums of data
+    numpy.testing.assert_allclose(net.params["ip2"][0].diff,
+                                  numpy.tile(data.sum(0), (5, 1)), rtol=1e-5)
+    assert not net.params["ip"][1].diff.any()             # ip's bias: not run

@@ -215,3 +215,33 @@ def test_user_errors_propagate(user_module):
     name = user_module(EUCLIDEAN)
     with pytest.raises(Exception, match="Need two inputs"):
         make_layer(python_proto(name, "EuclideanLossLayer", bottoms=("a",)), [numpy.zeros(3)])
+
+
+def test_python_layer_param_in_a_net_saves_loads_and_shares(user_module, tmp_path):
+    # pycaffe's test_python_layer test_parameter: the param blob a Python layer adds
+    # gets its gradient from the net, goes into the caffemodel, comes back with
+    # copy_from, and is shared by share_with.
+    name = user_module(SCALE)
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(
+        'layer { name: "x" type: "DummyData" top: "x" dummy_data_param { '
+        'shape { dim: 2 dim: 3 dim: 1 dim: 1 } data_filler { type: "constant" value: 1 } } }\n'
+        'layer { ' + python_proto(name, "ChannelScale", bottoms=("x",), tops=("y",),
+                                   param_str='{"factor": 1.0, "init": 0.0}') + '}\n'
+        'layer { name: "loss" type: "Reduction" bottom: "y" top: "loss" loss_weight: 1 }\n')
+    net = pycaffe_lite.Net(str(net_file), pycaffe_lite.TRAIN)
+    net.forward()
+    net.backward()
+    layer = net.layers[list(net._layer_names).index("py")]
+    assert (layer.blobs[0].data == 0).all()
+    numpy.testing.assert_array_equal(layer.blobs[0].diff, [2, 2, 2])   # sum over 2 items
+    layer.blobs[0].data[...] += layer.blobs[0].diff
+    weights = str(tmp_path / "w.caffemodel")
+    net.save(weights)
+    layer.blobs[0].data[...] = -1
+    net.copy_from(weights)
+    numpy.testing.assert_array_equal(layer.blobs[0].data, [2, 2, 2])
+    other = pycaffe_lite.Net(str(net_file), pycaffe_lite.TRAIN)
+    other.share_with(net)
+    assert other.layers[list(other._layer_names).index("py")].blobs[0].data is \
+        layer.blobs[0].data
