@@ -15,8 +15,18 @@ unchanged when it imports ``pycaffe_lite as caffe``::
 Blobs offer what pycaffe's do: ``.data``, ``.diff``, ``.reshape(*shape)``,
 ``.shape``, ``.count``, ``.num``/``.channels``/``.height``/``.width``;
 ``self.blobs.add_blob(*shape)`` adds a learnable parameter blob.
+
+Security: as in Caffe, a net's prototxt names the code it runs, so building a
+net from an untrusted prototxt runs whatever module it names.  Each Python
+layer logs (INFO) its module and file when it is created.  Inside
+``with python_layers_allowed(False):`` (what ``Net(..., allow_python_layers=False)``
+and ``caffe_lite --no-python-layers`` do) a Python layer is refused when the net
+is built, naming the layer and the module, before anything is imported.
 """
+import contextlib
+import contextvars
 import importlib
+import logging
 import os
 import sys
 import types
@@ -25,6 +35,30 @@ import numpy
 
 from pycaffe_lite.errors import LayerError
 from pycaffe_lite.layer import TRAIN, Layer, register
+
+log = logging.getLogger("pycaffe_lite")
+
+_ALLOWED = contextvars.ContextVar("pycaffe_lite_python_layers_allowed", default=True)
+
+
+def python_layers_allowed_now():
+    """Whether a Python layer may import its module here (default True, as Caffe)."""
+    return _ALLOWED.get()
+
+
+@contextlib.contextmanager
+def python_layers_allowed(allowed=True):
+    """Within the block, Python layers are built (``True``) or refused (``False``).
+
+    ``None`` leaves the current setting as it is (an enclosing block's)."""
+    if allowed is None:
+        yield
+        return
+    token = _ALLOWED.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _ALLOWED.reset(token)
 
 
 def _import_module(name):
@@ -88,6 +122,10 @@ def _user_class(param):
     if not pp.layer:
         raise LayerError(where, f"python_param.layer must name the layer class in module "
                                 f"'{pp.module}'")
+    if not python_layers_allowed_now():
+        raise LayerError(where, f"Python layers are disabled (allow_python_layers=False, "
+                                f"--no-python-layers): not importing python_param.module "
+                                f"'{pp.module}' (class '{pp.layer}')")
     try:
         module = _import_module(pp.module)
     except Exception as exc:
@@ -102,4 +140,6 @@ def _user_class(param):
         raise LayerError(where, f"python_param.layer '{pp.layer}' in module '{pp.module}' must "
                                 f"be a class derived from pycaffe_lite.Layer (caffe.Layer), "
                                 f"got {user_cls!r}")
+    log.info("Python layer '%s': class %s from module %s (%s)", param.name, pp.layer,
+             pp.module, getattr(module, "__file__", None) or "no file")
     return user_cls

@@ -26,9 +26,18 @@ Flags are gflags-style (:mod:`pycaffe_lite.flags`): ``-model=x``, ``--model=x``
 and ``--model x`` are the same; booleans take ``--flag``, ``--noflag`` or
 ``--flag=false``; ``--batch-size`` is ``--batch_size``.  Flags may come before
 or after the command (``--help`` says so too).  Every user error (a
-:class:`~pycaffe_lite.errors.CaffeError`) ends the run with one line
-``caffe_lite: error: <message>`` and exit status 1; ``PYCAFFE_LITE_DEBUG=1``
-adds the traceback.
+:class:`~pycaffe_lite.errors.CaffeError`, a bad flag) ends the run with one line
+``caffe_lite: error: <message>`` and exit status 1; any other exception is a
+bug: one line ``caffe_lite: error: internal error, a bug in pycaffe_lite: ...``
+naming the exception and where to report it, exit status 1.  The traceback
+comes with ``--debug``, ``-v 1`` (glog's verbosity), ``GLOG_v=1`` or
+``PYCAFFE_LITE_DEBUG=1``.  An int32 flag (``--level``, ``--iterations``, ...)
+out of int32 range is a usage error.
+
+Untrusted nets: ``--no-python-layers`` refuses, when the net is built, every
+Python layer (naming it and its module) instead of importing the module the
+prototxt names, so such a net can be tested, timed or converted without
+running its code; ``--strict`` makes NaN / inf in the weights an error.
 """
 import collections
 import logging
@@ -40,8 +49,9 @@ from tqdm import tqdm
 
 from . import backend, fuse
 from .errors import CaffeError
-from .flags import (GLOG_FLAGS, SPELLING_NOTE, Flag, UsageError, describe_flags,
-                    parse_flags, report_error)
+from .flags import (GLOG_FLAGS, SPELLING_NOTE, Flag, UsageError, check_int32,
+                    describe_flags, parse_flags, report_error, run_reporting,
+                    verbose_requested)
 from .layer import TEST, TRAIN
 from .log import caffe_float, setup_logging
 
@@ -129,11 +139,19 @@ FLAGS = [
     Flag("threads", int, 1, "'speedtest': CPU threads (BLAS and the lookup kernels)."),
     Flag("progress", bool, True, "Show a progress bar on stderr when it is a terminal "
          "(--noprogress turns it off)."),
+    Flag("no_python_layers", bool, False, "Optional; every command that builds a net: refuse "
+         "Python layers (naming the layer and its module) instead of importing the module "
+         "the prototxt names, so an untrusted net can be tested or timed without running "
+         "its code (pycaffe_lite extension; default: allowed, as Caffe)."),
+    Flag("strict", bool, False, "Optional; 'train', 'test' and 'time': NaN or inf in the "
+         "weights is an error instead of a warning (pycaffe_lite extension)."),
 ] + GLOG_FLAGS
 
 
-class CommandNotImplemented(Exception):
+class CommandNotImplemented(CaffeError):
     """A command this version registers but does not provide (exit status 2)."""
+
+    exit_status = 2
 
 
 # --- commands ------------------------------------------------------------------------
@@ -189,10 +207,13 @@ def _gpu_ids(flags):
     if flags.gpu == "all":
         return None
     try:
-        return [int(part) for part in flags.gpu.split(",")]
+        ids = [int(part) for part in flags.gpu.split(",")]
     except ValueError:
         raise UsageError(f"--gpu: '{flags.gpu}' is not a list of device IDs (use e.g. "
                          "'-gpu 0', '-gpu 0,1' or '-gpu all')", show_usage=False) from None
+    for device in ids:
+        check_int32(device, "--gpu: device ID")
+    return ids
 
 
 def _no_gpu_reason():
@@ -738,9 +759,9 @@ def cmd_speedtest(flags):
 
 # --- entry point ---------------------------------------------------------------------
 
-def _fail(message, status=1, show_usage=False):
+def _fail(message, status=1, show_usage=False, debug=None):
     return report_error(PROG, message, usage(with_flags=False) if show_usage else None,
-                        status)
+                        status, debug=debug)
 
 
 def main(argv=None):
@@ -769,17 +790,8 @@ def main(argv=None):
                 if expected else
                 f"one command expected, got {len(positional)}: {' '.join(positional)}")
         return _fail(what, show_usage=True)
-    setup_logging(min_level=flags.minloglevel)
-    try:
-        return COMMANDS[name].run(flags, *arguments) or 0
-    except UsageError as e:
-        return _fail(e, show_usage=e.show_usage)
-    except CommandNotImplemented as e:
-        return _fail(e, status=2)
-    except CaffeError as e:
-        return _fail(e)
-    except KeyboardInterrupt:
-        return _fail("interrupted", status=130)
+    setup_logging(verbose=verbose_requested(flags), min_level=flags.minloglevel)
+    return run_reporting(PROG, lambda: COMMANDS[name].run(flags, *arguments), flags, _fail)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,14 @@ spell flags in any of these ways, all accepted here:
   positional arguments.
 
 ``-help`` / ``-h`` / ``-helpfull`` and ``-version`` set ``help`` and
-``version``.  A command line that cannot be read raises :class:`UsageError`.
+``version``.  A command line that cannot be read raises :class:`UsageError`;
+so does an ``int32`` flag whose value does not fit in 32 bits (as gflags
+refuses it).
+
+Errors: :func:`report_error` prints a user's mistake as one line,
+:func:`report_bug` an unexpected exception as one line saying it is a bug;
+the traceback only with ``--debug``, ``-v 1`` (glog's verbosity), ``GLOG_v=1``
+or ``PYCAFFE_LITE_DEBUG=1`` (:func:`debug_requested`).
 """
 import collections
 import os
@@ -25,7 +32,16 @@ GLOG_FLAGS = [
          "1 WARNING, 2 ERROR, 3 FATAL); default: $GLOG_minloglevel or 0."),
     Flag("logtostderr", bool, False, "Accepted for compatibility; logs go to stderr."),
     Flag("alsologtostderr", bool, False, "Accepted for compatibility; logs go to stderr."),
+    Flag("v", int, 0, "glog's verbosity: 1 or more also logs DEBUG messages and prints the "
+         "traceback of an error; default: $GLOG_v or 0."),
+    Flag("debug", bool, False, "Print the traceback of an error (as -v 1 does; pycaffe_lite "
+         "extension)."),
 ]
+
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+BUG_REPORT = ("please report it to the pycaffe_lite issue tracker with the command line and "
+              "the output of the same command with --debug")
 
 SPELLING_NOTE = ("Flags may be written as in Caffe (-flag=value, -flag value, -flag and -noflag "
                  "for booleans) or with two dashes (--flag=value, --flag value, --flag, "
@@ -59,11 +75,21 @@ def _convert(flag, text):
                          show_usage=False)
     if flag.type is int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise UsageError(f"flag --{flag.name}: '{text}' is not an integer",
                              show_usage=False) from None
+        check_int32(value, f"flag --{flag.name}")
+        return value
     return text
+
+
+def check_int32(value, what):
+    """``value`` unless it does not fit in an int32 (Caffe's flags and proto fields)."""
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise UsageError(f"{what}: {value} is out of range: an int32 is {INT32_MIN} to "
+                         f"{INT32_MAX}", show_usage=False)
+    return value
 
 
 def parse_flags(argv, flags):
@@ -126,15 +152,91 @@ def describe_flags(flags):
     return "\n".join(lines) + "\n"
 
 
-def report_error(prog, message, usage=None, status=1):
+def _env_int(name):
+    try:
+        return int(os.environ.get(name, "").strip() or 0)
+    except ValueError:
+        return 0
+
+
+def debug_requested(flags=None):
+    """Whether an error should show its traceback: ``--debug`` or ``-v`` >= 1 in
+    ``flags`` (a namespace from :func:`parse_flags`, or argparse's), ``GLOG_v`` >= 1
+    or ``PYCAFFE_LITE_DEBUG=1``."""
+    if os.environ.get("PYCAFFE_LITE_DEBUG") == "1" or _env_int("GLOG_v") >= 1:
+        return True
+    return bool(getattr(flags, "debug", False)) or (getattr(flags, "v", 0) or 0) >= 1
+
+
+def verbose_requested(flags=None):
+    """glog's ``-v`` / ``GLOG_v`` >= 1: DEBUG messages are logged too."""
+    return (getattr(flags, "v", 0) or 0) >= 1 or _env_int("GLOG_v") >= 1
+
+
+def report_error(prog, message, usage=None, status=1, debug=None):
     """Write ``<prog>: error: <message>`` (and ``usage``) to stderr; returns ``status``.
 
-    ``PYCAFFE_LITE_DEBUG=1`` adds the traceback of the exception being handled.
+    ``debug`` (default: :func:`debug_requested` from the environment) adds the
+    traceback of the exception being handled, before the line.
     """
-    if os.environ.get("PYCAFFE_LITE_DEBUG") == "1":
+    if debug if debug is not None else debug_requested():
         traceback.print_exc()
     sys.stderr.write(f"{prog}: error: {message}\n")
     if usage:
         sys.stderr.write(f"\n{usage}\nRun '{prog} --help' to list the flags.\n")
     sys.stderr.flush()
     return status
+
+
+def bug_message(exc):
+    """The one line for ``exc``, an exception no check of ours caught: a bug.
+
+    Names the exception, its message, the innermost place it was raised, and
+    where to report it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"internal error, a bug in pycaffe_lite: {detail}{where}; {BUG_REPORT}"
+
+
+def report_bug(prog, exc, debug=None):
+    """Write :func:`bug_message` as ``<prog>: error: ...`` (the traceback first with
+    ``debug``, default :func:`debug_requested`); returns 1, the exit status."""
+    return report_error(prog, bug_message(exc), status=1, debug=debug)
+
+
+def run_reporting(prog, run, flags, fail=None, usage_status=1):
+    """``run()``'s exit status, every exception turned into one line on stderr.
+
+    ``fail(message, status=, show_usage=, debug=)`` prints a user's error
+    (default: :func:`report_error` without usage).  A usage error is the user's
+    (``usage_status``), so is a CaffeError (status 1, or its ``exit_status``);
+    Ctrl-C gives 130; memory or an OS error is the machine's (status 1); anything
+    else is a bug in pycaffe_lite (:func:`bug_message`, status 1).  The traceback
+    comes first only when :func:`debug_requested` (``flags``: the parsed flags).
+    With ``flags.no_python_layers`` every Python layer is refused.
+    """
+    from .errors import CaffeError
+    from .layers.python_layer import python_layers_allowed
+    if fail is None:
+        def fail(message, status=1, show_usage=False, debug=None):
+            return report_error(prog, message, None, status, debug=debug)
+    debug = debug_requested(flags)
+    try:
+        with python_layers_allowed(False if getattr(flags, "no_python_layers", False)
+                                   else None):
+            return run() or 0
+    except UsageError as e:
+        return fail(e, status=usage_status, show_usage=e.show_usage, debug=debug)
+    except CaffeError as e:
+        return fail(e, status=getattr(e, "exit_status", 1), debug=debug)
+    except KeyboardInterrupt:
+        return fail("interrupted", status=130, debug=debug)
+    except MemoryError as e:
+        return fail(f"out of memory: {e or 'an allocation failed'}", debug=debug)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return fail(f"{where}{e.strerror or e}", debug=debug)
+    except Exception as e:  # a bug: one line, the traceback with --debug
+        return fail(bug_message(e), debug=debug)

@@ -159,13 +159,20 @@ class Net:
     or TEST.  ``xp``/``dtype`` choose where and how blobs are stored.
     ``records`` holds one :class:`LayerRecord` per layer, in execution order;
     ``layers``, ``layer_names``, ``layer_dict`` and ``params`` are views of it.
+    ``allow_python_layers=False`` refuses a Python layer (naming it) instead of
+    importing the module its prototxt names: for nets from untrusted sources;
+    ``None`` (default) keeps the enclosing ``python_layers_allowed`` setting, which
+    allows them, as Caffe does.
     """
 
     def __init__(self, net_param, phase=TRAIN, level=0, stages=(), weights=None,
-                 xp=numpy, dtype=numpy.float32):
+                 xp=numpy, dtype=numpy.float32, allow_python_layers=None):
         self.source = net_param if isinstance(net_param, str) else "<NetParameter>"
         if isinstance(net_param, str):
             net_param = files.read_net(net_param)
+        if not -2 ** 31 <= level < 2 ** 31:     # NetState.level is an int32
+            raise NetError(f"level {level} is out of range: an int32 is -2147483648 to "
+                           "2147483647")
         state = caffe_pb2.NetState(phase=phase, level=level, stage=list(stages))
         # A NetParameter's own state (set by solvers) adds to the defaults.
         if net_param.HasField("state"):
@@ -180,7 +187,9 @@ class Net:
         self.hooks = {when: [] for when in ("before_forward", "after_forward",
                                             "before_backward", "after_backward")}
         self.param = insert_splits(filter_net(net_param, state))
-        self._build()
+        from .layers.python_layer import python_layers_allowed  # lazy: layers load on use
+        with python_layers_allowed(allow_python_layers):
+            self._build()
         if weights:
             self.copy_from(weights)
 

@@ -46,7 +46,11 @@ def array_module():
 class Net(CoreNet):
     """A net with pycaffe's constructor and methods."""
 
-    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=(), xp=None):
+    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=(), xp=None,
+                 allow_python_layers=None):
+        """``allow_python_layers=False``: a Python layer is refused, naming it, instead of
+        importing the module the prototxt names (for untrusted nets; see
+        :class:`pycaffe_lite.net.Net`)."""
         args = list(args)
         if args and isinstance(args[0], str):      # Net(model, weights, phase)
             weights = args.pop(0)
@@ -57,7 +61,8 @@ class Net(CoreNet):
                              "caffe.Net(model, weights, phase) with phase caffe.TRAIN or "
                              "caffe.TEST")
         super().__init__(model, phase=phase, level=level, stages=stages, weights=weights,
-                         xp=xp if xp is not None else array_module())
+                         xp=xp if xp is not None else array_module(),
+                         allow_python_layers=allow_python_layers)
 
     # --- names ----------------------------------------------------------------
     @property

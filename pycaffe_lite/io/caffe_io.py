@@ -359,12 +359,45 @@ def cvmat_to_datum(img, datum=None):
     return datum
 
 
+# Image formats OpenCV may write (cv2.haveImageWriter tells which this build does).
+_ENCODINGS = ("bmp", "dib", "jpg", "jpeg", "jpe", "jp2", "png", "webp", "avif", "pbm", "pgm",
+              "ppm", "pxm", "pnm", "pfm", "sr", "ras", "tif", "tiff", "hdr", "pic")
+
+
+def can_encode(encoding):
+    """Whether OpenCV writes images of this encoding (a file extension: 'png')."""
+    if not (encoding.isascii() and encoding.isalnum()):
+        return False        # haveImageWriter takes a file name: 'x.png' would pass
+    try:
+        return bool(_cv2().haveImageWriter("." + encoding))
+    except cv2.error:       # a codec compiled in but disabled (OpenEXR)
+        return False
+
+
+def image_encodings():
+    """The encodings (file extensions) this OpenCV can write, for Datums."""
+    return [encoding for encoding in _ENCODINGS if can_encode(encoding)]
+
+
+def check_encoding(encoding, what="encoding"):
+    """``encoding`` lower-cased, or a CaffeError naming it and the accepted ones."""
+    if not can_encode(encoding):
+        raise CaffeError(f"{what} '{encoding}': not an image format OpenCV can write; "
+                         f"accepted: {', '.join(image_encodings())}")
+    return encoding.lower()
+
+
 def read_image_to_datum(filename, label, height=0, width=0, is_color=True, encoding=""):
     """Caffe's ReadImageToDatum; None when the image cannot be read.
 
-    With ``encoding`` ('jpg', 'png', ...) the Datum holds the encoded file: the
-    original bytes when no conversion is needed, else OpenCV's re-encoding.
+    With ``encoding`` ('jpg', 'png', ...; :func:`image_encodings` lists them) the
+    Datum holds the encoded file: the original bytes when no conversion is
+    needed, else OpenCV's re-encoding.  An unknown encoding or a label outside
+    int32 (Datum.label) is a CaffeError naming it.
     """
+    if encoding:
+        encoding = check_encoding(encoding)
+    label = _int32_label(label, filename)
     img = read_image(filename, height, width, is_color)
     if img is None:
         return None
@@ -375,13 +408,19 @@ def read_image_to_datum(filename, label, height=0, width=0, is_color=True, encod
             with open(filename, "rb") as f:
                 data = f.read()
         else:
-            ok, buf = cv2.imencode("." + encoding, img)
+            try:
+                ok, buf = cv2.imencode("." + encoding, img)
+            except cv2.error as e:
+                ok, reason = False, str(e).strip().splitlines()[-1]
+            else:
+                reason = "imencode failed"
             if not ok:
-                raise CaffeError(f"OpenCV cannot encode {filename} as '{encoding}'")
+                raise CaffeError(f"{filename}: OpenCV cannot encode it as '{encoding}' "
+                                 f"({reason})")
             data = buf.tobytes()
-        return caffe_pb2.Datum(data=data, label=int(label), encoded=True)
+        return caffe_pb2.Datum(data=data, label=label, encoded=True)
     datum = cvmat_to_datum(img)
-    datum.label = int(label)
+    datum.label = label
     return datum
 
 
@@ -414,11 +453,26 @@ def decode_datum_native(datum):
     return True
 
 
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+
+def _int32_label(label, where):
+    try:
+        value = int(label)
+    except (TypeError, ValueError, OverflowError):
+        raise CaffeError(f"{where}: label {label!r} is not an integer") from None
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise CaffeError(f"{where}: label {label} is out of range: Caffe's labels are int32 "
+                         f"({INT32_MIN} to {INT32_MAX})")
+    return value
+
+
 def read_image_list(path):
     """[(path, label, line number)] of a "path label" list (the label follows the last space).
 
     The format of ImageData sources and convert_imageset lists; blank lines
-    are skipped; a malformed line raises an error naming ``file:line``.
+    are skipped; a malformed line, or a label outside int32 (Caffe reads an
+    int), raises an error naming ``file:line``.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -440,5 +494,5 @@ def read_image_list(path):
         if not sep or not name or label is None:
             raise CaffeError(f"{path}:{number}: expected 'path label' (an image path, a space, "
                              f"an integer label), got {line!r}")
-        lines.append((name, label, number))
+        lines.append((name, _int32_label(label, f"{path}:{number}"), number))
     return lines

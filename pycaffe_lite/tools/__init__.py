@@ -8,9 +8,8 @@ Each reads a gflags-style command line (:mod:`pycaffe_lite.flags`, as
 import logging
 import sys
 
-from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.flags import (GLOG_FLAGS, SPELLING_NOTE, UsageError, describe_flags,
-                                parse_flags, report_error)
+                                parse_flags, report_error, run_reporting, verbose_requested)
 from pycaffe_lite.log import setup_logging
 
 log = logging.getLogger("pycaffe_lite")
@@ -28,8 +27,10 @@ def run_tool(prog, usage, flags, arguments, argv, body):
     ``arguments``: the names of the positional arguments, optional ones in
     brackets (``"[OUTPUT_FILE]"``), a last one ending in ``...`` taking any
     number (``"[LOG...]"``: none or more).  Returns the exit status: 0, or 1 after
-    logging a CaffeError.  A command line that cannot be read prints the error
-    and the usage to stderr and raises ``SystemExit(2)``.
+    logging a CaffeError (or any other exception, as a bug; see
+    :func:`pycaffe_lite.flags.run_reporting`) as one glog error line (the
+    traceback too with ``--debug`` or ``-v 1``).  A command line that cannot be
+    read prints the error and the usage to stderr and raises ``SystemExit(2)``.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     flags = list(flags) + GLOG_FLAGS
@@ -52,10 +53,14 @@ def run_tool(prog, usage, flags, arguments, argv, body):
         from pycaffe_lite import __version__
         sys.stdout.write(f"{prog} version {__version__}\n")
         return 0
-    setup_logging(min_level=values.minloglevel)
-    try:
+    setup_logging(verbose=verbose_requested(values), min_level=values.minloglevel)
+
+    def fail(message, status=1, show_usage=False, debug=False):
+        log.error("%s: %s", prog, message, exc_info=debug)
+        return status
+
+    def run():
         body(args, values)
-    except CaffeError as e:
-        log.error("%s: %s", prog, e)
-        return 1
-    return 0
+        return 0
+
+    return run_reporting(prog, run, values, fail, usage_status=USAGE_STATUS)

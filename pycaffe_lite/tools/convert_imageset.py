@@ -48,8 +48,11 @@ ARGUMENTS = ("ROOTFOLDER/", "LISTFILE", "DB_NAME")
 def convert(root_folder, list_file, db_name, gray=False, shuffle=False, backend="lmdb",
             resize_width=0, resize_height=0, check_size=False, encoded=False, encode_type=""):
     """Write the database; returns the number of records written."""
-    from pycaffe_lite.io.caffe_io import read_image_list, read_image_to_datum
+    from pycaffe_lite.io.caffe_io import (can_encode, check_encoding, image_encodings,
+                                          read_image_list, read_image_to_datum)
     from pycaffe_lite.io.db import create_db
+    if encode_type:     # before the database is made
+        encode_type = check_encoding(encode_type, "-encode_type")
     is_color = not gray
     lines = read_image_list(list_file)
     if shuffle:
@@ -74,6 +77,11 @@ def convert(root_folder, list_file, db_name, gray=False, shuffle=False, backend=
                     log.warning("Failed to guess the encoding of '%s'; skipped", name)
                     continue
                 enc = name.rsplit(".", 1)[1].lower()
+                if not can_encode(enc):
+                    log.warning("%s:%d: cannot encode '%s' as '%s', not an image format "
+                                "OpenCV writes (%s; or give -encode_type); skipped",
+                                list_file, number, name, enc, ", ".join(image_encodings()))
+                    continue
             datum = read_image_to_datum(root_folder + name, label, resize_height, resize_width,
                                         is_color, enc)
             if datum is None:
