@@ -40,6 +40,7 @@ prototxt names, so such a net can be tested, timed or converted without
 running its code; ``--strict`` makes NaN / inf in the weights an error.
 """
 import collections
+import contextlib
 import logging
 import sys
 import time as _time
@@ -764,6 +765,25 @@ def _fail(message, status=1, show_usage=False, debug=None):
                         status, debug=debug)
 
 
+@contextlib.contextmanager
+def _strict_weights(flags):
+    """--strict: NaN or inf in weights copied into a net is an error, not a warning."""
+    if not flags.strict:
+        yield
+        return
+    from .io import files
+    previous = files.set_strict_weights(True)
+    try:
+        yield
+    finally:
+        files.set_strict_weights(previous)
+
+
+def _run(command, flags, arguments):
+    with _strict_weights(flags):
+        return command.run(flags, *arguments)
+
+
 def main(argv=None):
     """Run ``caffe_lite``; returns the exit status (the console script exits with it)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -791,7 +811,7 @@ def main(argv=None):
                 f"one command expected, got {len(positional)}: {' '.join(positional)}")
         return _fail(what, show_usage=True)
     setup_logging(verbose=verbose_requested(flags), min_level=flags.minloglevel)
-    return run_reporting(PROG, lambda: COMMANDS[name].run(flags, *arguments), flags, _fail)
+    return run_reporting(PROG, lambda: _run(COMMANDS[name], flags, arguments), flags, _fail)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pycaffe_lite.io import caffe_io
 from pycaffe_lite.layer import TEST
 from pycaffe_lite.layers.python_layer import python_layers_allowed
 from pycaffe_lite.net import Net
-from pycaffe_lite.tools import convert_imageset, run_tool
+from pycaffe_lite.tools import classify, convert_imageset, run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "caffe_lite"
@@ -397,6 +397,7 @@ def test_time_huge_batch_is_one_line_not_a_traceback(small):
     assert result.returncode == 1, result.stderr
     line = error_line(result.stderr)
     assert "memory" in line.lower() and "bug" not in line, line
+    assert "layer 'data'" in line and "(2000000000, 3)" in line, line     # the memory guard's
 
 
 @pytest.mark.parametrize("which", ["/dev/null", "empty"])
@@ -478,3 +479,51 @@ def test_cli_python_layers_run_without_the_flag(capsys, untrusted):
                               "--iterations=1")
     assert status == 0, err
     assert mark.exists() and f"class Copy from module {name}" in err
+
+
+def test_classify_no_python_layers_refuses_at_net_build(untrusted, tmp_path, capsys):
+    model, weights, mark, name = untrusted
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(textwrap.dedent(f"""
+        layer {{ name: "data" type: "Input" top: "data"
+                input_param {{ shape {{ dim: 1 dim: 3 dim: 4 dim: 4 }} }} }}
+        layer {{ name: "mystery" type: "Python" bottom: "data" top: "copied"
+                python_param {{ module: "{name}" layer: "Copy" }} }}
+        layer {{ name: "ip" type: "InnerProduct" bottom: "copied" top: "ip"
+                inner_product_param {{ num_output: 2 }} }}
+    """))
+    status = classify.main([str(tmp_path / "none.png"), str(tmp_path / "out"), "--model_def",
+                            str(deploy), "--pretrained_model", str(weights), "--mean_file", "",
+                            "--no-python-layers"])
+    assert status == 1
+    line = error_line(capsys.readouterr().err, prog="classify")
+    assert line.startswith("layer 'mystery' (type Python): Python layers are disabled"), line
+    assert not mark.exists()
+
+
+# --- --strict: NaN / inf in weights --------------------------------------------------
+
+@pytest.fixture
+def nan_weights(tiny, tmp_path):
+    model, _, solver = tiny
+    net = Net(str(model), phase=TEST)
+    net.params["ip"][0].data[0, 1] = numpy.nan
+    net.params["ip"][1].data[0] = numpy.inf
+    weights = tmp_path / "nan.caffemodel"
+    net.save(str(weights))
+    return model, weights, solver
+
+
+@pytest.mark.parametrize("command", ["train", "test", "time"])
+def test_strict_makes_nan_weights_an_error(capsys, nan_weights, command):
+    model, weights, solver = nan_weights
+    argv = [command, f"--model={model}", f"--weights={weights}", f"--solver={solver}",
+            "--iterations=1"]
+    status, _, err = run_main(capsys, *argv)
+    assert status == 0, err
+    assert f"{weights}: layer 'ip' param blob 0 holds 1 NaN" in err       # a warning
+    status, _, err = run_main(capsys, *argv, "--strict")
+    assert status == 1
+    line = error_line(err)
+    assert line.startswith(f"{weights}: layer 'ip' param blob 0 holds 1 NaN"), line
+    assert "strict" in line

@@ -17,6 +17,7 @@ import time
 import numpy
 
 from ..errors import CaffeError
+from ..flags import run_reporting
 from ..io import files
 
 # BVLC's defaults, relative to its python/ folder; we look from the current folder
@@ -66,6 +67,18 @@ def add_preprocessing_flags(parser, mean_help):
     parser.add_argument("--channel_swap", default="2,1,0",
                         help="Order to permute input channels. The default converts RGB -> "
                              "BGR since BGR is the Caffe default by way of OpenCV.")
+    add_safety_flags(parser)
+
+
+def add_safety_flags(parser):
+    """--no-python-layers and --debug (pycaffe_lite extensions), for the tools that
+    build a net with argparse."""
+    parser.add_argument("--no-python-layers", action="store_true",
+                        help="Refuse Python layers (naming the layer and its module) instead "
+                             "of importing the module the prototxt names: for untrusted "
+                             "nets (pycaffe_lite extension).")
+    parser.add_argument("--debug", action="store_true",
+                        help="Print the traceback of an error (pycaffe_lite extension).")
 
 
 def resolve(args):
@@ -91,14 +104,15 @@ def resolve(args):
     return mean, swap
 
 
-def run(prog, body):
-    """``body()`` with a CaffeError printed as one line (exit 1), not a traceback."""
-    try:
+def run(prog, body, args=None):
+    """``body()``'s exit status: 0, or 1 with an error printed as one line
+    ``<prog>: error: ...`` instead of a traceback (any exception not a CaffeError
+    says it is a bug; ``--debug`` adds the traceback).  ``args``: the parsed
+    arguments (``--no-python-layers``, ``--debug``)."""
+    def call():
         body()
-    except CaffeError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+    return run_reporting(prog, call, args)
 
 
 def main(argv=None):
@@ -138,7 +152,7 @@ def main(argv=None):
         print(f"Saving results into {out}")
         with files.atomic_output(out) as f:
             numpy.save(f, predictions)
-    return run("classify", body)
+    return run("classify", body, args)
 
 
 def load_inputs(path, ext):

@@ -108,7 +108,7 @@ def main(argv=None):
         start = time.time()
         write_detections(args.output_file, detections)
         print(f"Saved to {args.output_file} in {time.time() - start:.3f} s.")
-    return run("detect", body)
+    return run("detect", body, args)
 
 
 if __name__ == "__main__":

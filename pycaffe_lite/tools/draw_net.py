@@ -10,7 +10,7 @@ Graphviz's ``dot`` (a clear error names them when missing).  See
 import argparse
 import sys
 
-from ..errors import CaffeError
+from ..flags import run_reporting
 from ..io import files
 from ..layer import TEST, TRAIN
 
@@ -29,20 +29,21 @@ def main(argv=None):
     parser.add_argument("--display_lrm", action="store_true",
                         help="Use this flag to visualize the learning rate multiplier, when "
                              "non-zero, for the convolution and inner-product layers.")
+    parser.add_argument("--debug", action="store_true",
+                        help="Print the traceback of an error (pycaffe_lite extension).")
     args = parser.parse_args(argv)
     phases = {"TRAIN": TRAIN, "TEST": TEST, "ALL": None}
     if args.phase.upper() not in phases:
         parser.error(f"--phase must be TRAIN, TEST or ALL, got '{args.phase}'")
     from .. import draw
-    try:
+
+    def body():     # reads the prototxt only: no layer is built, no Python layer imported
         net = files.read_net(args.input_net_proto_file)
         print(f"Drawing net to {args.output_image_file}")
         draw.draw_net_to_file(net, args.output_image_file, args.rankdir,
                               phases[args.phase.upper()], args.display_lrm)
-    except CaffeError as e:
-        print(f"draw_net: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+    return run_reporting("draw_net", body, args)
 
 
 if __name__ == "__main__":
