@@ -1,0 +1,58 @@
+"""The mutation fuzzer (tests/fuzz.py), bounded: a few dozen seeded cases per target,
+each in a forked child with a 3 GiB address-space cap and a 10 s timeout.
+
+No case may crash (an exception that is not ours, or a CLI traceback), hang, run
+out of memory past pycaffe_lite's guard, or fail with an error that names neither
+the file, a layer nor the flag.  ``PYCAFFE_LITE_FUZZ_CASES`` sets the cases per
+target (default 25); ``PYCAFFE_LITE_FUZZ_SEED`` the seed (default 1).  The long
+run is ``python tests/fuzz.py --cases 10000``.
+"""
+import os
+
+import pytest
+
+import fuzz
+
+CASES = int(os.environ.get("PYCAFFE_LITE_FUZZ_CASES", "25"))
+SEED = int(os.environ.get("PYCAFFE_LITE_FUZZ_SEED", "1"))
+
+
+@pytest.mark.skipif(not fuzz.FIXTURES.is_dir(),
+                    reason=f"test material not found at {fuzz.FIXTURES} (set PYCAFFE_LITE_SHARED)")
+@pytest.mark.parametrize("target", sorted(fuzz.TARGETS))
+def test_fuzz_target(target):
+    results = fuzz.fuzz([target], CASES, SEED, jobs=2)
+    assert len(results) == CASES
+    bad = [f"#{r['case']} {r['outcome']}: {r['detail'][:300]}" for r in results
+           if r["outcome"] in ("crash", "hang", "memory", "anonymous")]
+    assert not bad, (f"seed {SEED}, rerun one with: python tests/fuzz.py --target {target} "
+                     f"--seed {SEED} --case N --show\n" + "\n".join(bad))
+
+
+def test_fuzz_sorts_outcomes():
+    # the harness itself: a crash, an anonymous error and a hang are told apart
+    from pycaffe_lite.errors import CaffeError
+
+    def boom():
+        raise KeyError("x")
+
+    def anonymous():
+        raise CaffeError("something is wrong")
+
+    assert fuzz.run_case(("call", boom, set()))[0] == "crash"
+    assert fuzz.run_case(("call", anonymous, {"net.prototxt"}))[0] == "anonymous"
+    assert fuzz.run_case(("call", lambda: 0, set()))[0] == "ok"
+
+
+def test_fuzz_children_time_out_and_die_apart(monkeypatch):
+    import time
+    monkeypatch.setattr(fuzz, "TIMEOUT_S", 1)
+    monkeypatch.setitem(fuzz.TARGETS, "sleepy", lambda rng, work: ("call",
+                        lambda: time.sleep(30), set()))
+    monkeypatch.setitem(fuzz.TARGETS, "dying", lambda rng, work: ("call",
+                        lambda: os.kill(os.getpid(), 9), set()))
+    monkeypatch.setitem(fuzz.TARGETS, "greedy", lambda rng, work: ("call",
+                        lambda: bytearray(4 << 30), set()))
+    outcomes = {r["target"]: r["outcome"] for r in fuzz.fuzz(["sleepy", "dying", "greedy"],
+                                                             1, 0)}
+    assert outcomes == {"sleepy": "hang", "dying": "memory", "greedy": "memory"}
