@@ -24,9 +24,9 @@ import weakref
 
 import numpy
 
-from pycaffe_lite import rng
+from pycaffe_lite import memory, rng
 from pycaffe_lite.data_transformer import DataTransformer, TransformError
-from pycaffe_lite.errors import CaffeError, LayerError
+from pycaffe_lite.errors import CaffeError, LayerError, MemoryLimitError
 from pycaffe_lite.layer import Layer, register
 from pycaffe_lite.proto import caffe_pb2
 
@@ -167,7 +167,7 @@ class PrefetchingDataLayer(BaseDataLayer):
     def _next_batch(self):
         try:
             return self._prefetch.next()
-        except LayerError:
+        except (LayerError, MemoryLimitError):
             raise
         except CaffeError as e:
             raise self.error(str(e)) from None
@@ -203,8 +203,9 @@ def _identity(name, type_name):
     return types.SimpleNamespace(name=name, type=type_name)
 
 
-def _batch_shape(transformer, sample, batch_size, who, where):
-    """The data top's shape for a batch that ``sample`` (a Datum or an image) starts.
+def _batch_shape(transformer, sample, batch_size, who, where, dtype):
+    """The data top's shape for a batch that ``sample`` (a Datum or an image) starts,
+    refused when negative or larger than the memory guard allows.
 
     ``who``: the layer (or its stand-in) and ``where``: the sample, as errors name them.
     """
@@ -212,7 +213,15 @@ def _batch_shape(transformer, sample, batch_size, who, where):
         shape = transformer.infer_blob_shape(sample)
     except TransformError as e:
         raise LayerError(who, f"{where}: {e}") from None
-    return (batch_size,) + shape[1:]
+    shape = (batch_size,) + tuple(shape[1:])
+    if any(d < 0 for d in shape):
+        raise LayerError(who, f"{where}: a negative dimension in its channels x height x width "
+                              f"{' x '.join(str(d) for d in shape[1:])}")
+    try:
+        memory.check_blob(shape, numpy, dtype)
+    except MemoryLimitError as e:
+        raise e.name(f"layer '{who.name}' (type {who.type})", f"{where}: the batch") from None
+    return shape
 
 
 class _BatchLoader:
@@ -238,7 +247,7 @@ class _BatchLoader:
         for i, (sample, label, where) in enumerate(self._batch_samples()):
             if data is None:
                 data = numpy.empty(_batch_shape(self.transformer, sample, self.batch_size,
-                                                self.who, where), self.dtype)
+                                                self.who, where, self.dtype), self.dtype)
             try:
                 self.transformer.transform(sample, out=data[i])
             except TransformError as e:
@@ -366,7 +375,7 @@ class DataLayer(PrefetchingDataLayer):
                 key, value = next(records)
             records.close()
         shape = _batch_shape(transformer, self._loader.datum(key, value), p.batch_size, self,
-                             self._loader.where(key))
+                             self._loader.where(key), self.dtype)
         self._size_tops(top, shape)
 
 
@@ -460,6 +469,6 @@ class ImageDataLayer(PrefetchingDataLayer):
             loader.pos = skip
         img, _, _ = loader.read(loader.pos)
         self._size_tops(top, _batch_shape(transformer, img, p.batch_size, self,
-                                          loader.where(loader.pos)))
+                                          loader.where(loader.pos), self.dtype))
         self._loader = loader
         self._start(self.param.data_param.prefetch)

@@ -46,10 +46,12 @@ class _ProductQuantised:
     def add_blobs(self, index_shape, bias_filler, subspace_major=False):
         """Codebooks, indices (``subspace_major``: stored in memory as ``[S, ...]``, the
         order the lookup kernel reads, while the blob's shape stays ``[..., S]``) and bias."""
+        # One at a time: a blob the memory guard refuses is named by its index.
+        self.blobs.append(self.make_blob((self.subspaces, self.codewords, self.subspace_dim)))
         index = Blob(index_shape, xp=self.xp, dtype=lookup.index_dtype(self.codewords))
         if subspace_major:
             index.data = self.xp.zeros(index_shape[::-1], index.dtype).T
-        self.blobs += [self.make_blob((self.subspaces, self.codewords, self.subspace_dim)), index]
+        self.blobs.append(index)
         if self.bias_term:
             self.add_param_blob((self.num_output,), bias_filler)
         self._freeze()

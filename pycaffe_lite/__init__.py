@@ -15,6 +15,7 @@ from .pycaffe import Net, set_device, set_mode_cpu, set_mode_gpu  # noqa: F401
 from .classifier import Classifier  # noqa: F401
 from .detector import Detector  # noqa: F401
 from .rng import set_random_seed  # noqa: F401
+from .memory import set_memory_limit  # noqa: F401
 from .caffe_extras import (NCCL, Timer, has_nccl, init_log,  # noqa: F401
                            set_multiprocess, set_solver_count, set_solver_rank, solver_count,
                            solver_rank)

@@ -1,6 +1,9 @@
 """Blob: an N-d array of data and one of diffs, in Caffe's row-major layout."""
+import math
+
 import numpy
 
+from . import memory
 from .errors import CaffeError
 
 # Caffe's Blob limits the number of axes (kMaxBlobAxes).
@@ -12,14 +15,29 @@ class Blob:
 
     ``reshape`` keeps the values when the element count is unchanged (a view
     of the same memory, as Caffe keeps its buffer) and allocates zeros when it
-    changes.
+    changes, after the memory guard (:mod:`~pycaffe_lite.memory`) let it.
     """
+
+    name = None     # the net's name for the blob, for errors
 
     def __init__(self, shape=(), xp=numpy, dtype=numpy.float32):
         self.xp = xp
         self.dtype = numpy.dtype(dtype)
-        self.data = xp.zeros(tuple(shape), dtype=self.dtype)
-        self.diff = xp.zeros(tuple(shape), dtype=self.dtype)
+        self._allocate(self._checked(shape))
+
+    def _checked(self, shape):
+        shape = tuple(int(d) for d in shape)
+        what = f"blob '{self.name}'" if self.name else "blob"
+        if len(shape) > MAX_BLOB_AXES:
+            raise CaffeError(f"{what} shape {shape} has more than {MAX_BLOB_AXES} axes")
+        if any(d < 0 for d in shape):
+            raise CaffeError(f"{what} shape {shape} has a negative dimension")
+        return shape
+
+    def _allocate(self, shape):
+        memory.check_blob(shape, self.xp, self.dtype, self.name)
+        self.data = self.xp.zeros(shape, dtype=self.dtype)
+        self.diff = self.xp.zeros(shape, dtype=self.dtype)
 
     # --- shape -----------------------------------------------------------
     @property
@@ -37,7 +55,7 @@ class Blob:
     def count_range(self, start, end=None):
         """Product of dims in [start, end): Caffe's ``count(start, end)``."""
         dims = self.shape[start:end]
-        return int(numpy.prod(dims, dtype=numpy.int64)) if dims else 1
+        return math.prod(dims)
 
     def canonical_axis(self, axis):
         """Caffe's CanonicalAxisIndex: negative axes count from the end."""
@@ -49,20 +67,14 @@ class Blob:
     def reshape(self, *shape):
         if len(shape) == 1 and not isinstance(shape[0], (int, numpy.integer)):
             shape = shape[0]
-        shape = tuple(int(d) for d in shape)
-        if len(shape) > MAX_BLOB_AXES:
-            raise CaffeError(f"blob shape {shape} has more than {MAX_BLOB_AXES} axes")
-        if any(d < 0 for d in shape):
-            raise CaffeError(f"blob shape {shape} has a negative dimension")
+        shape = self._checked(shape)
         if shape == self.shape:
             return
-        size = int(numpy.prod(shape, dtype=numpy.int64))
-        if size == self.count:
+        if math.prod(shape) == self.count:
             self.data = self.data.reshape(shape)
             self.diff = self.diff.reshape(shape)
         else:
-            self.data = self.xp.zeros(shape, dtype=self.dtype)
-            self.diff = self.xp.zeros(shape, dtype=self.dtype)
+            self._allocate(shape)
 
     def reshape_like(self, other):
         self.reshape(other.shape)

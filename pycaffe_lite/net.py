@@ -9,14 +9,16 @@ out which layers and bottoms need a backward pass.  Each layer ends up in one
 import collections
 import dataclasses
 import logging
+import math
 
 import numpy
 
 from .backend import to_numpy
 from .blob import Blob
-from .errors import NetError, WeightsError
+from .errors import CaffeError, FillerError, MemoryLimitError, NetError, WeightsError
 from .io import files, hdf5_weights
 from .layer import TRAIN, Layer, create_layer
+from .memory import Tally
 from .net_log import log_backward, log_done, log_set_up, log_wiring
 from .proto import caffe_pb2
 
@@ -126,6 +128,22 @@ def check_param_shapes(shapes, blobs, count_error, shape_error, fits=None):
             raise shape_error(k, shape, blob)
 
 
+def _in_layer(error, layer, new_blob=None):
+    """``error``, raised below ``layer`` (by a Blob, a filler, NumPy), made to name the
+    layer; a memory error the blob too (``new_blob``: what an unnamed one is)."""
+    where = f"layer '{layer.name}' (type {layer.type})"
+    if not isinstance(error, CaffeError):   # NumPy's or CuPy's, for a buffer of the layer
+        error = MemoryLimitError(None, None, None, what=new_blob or "a buffer",
+                                 reason=str(error))
+    if isinstance(error, MemoryLimitError):
+        return error.name(where, new_blob)
+    if isinstance(error, FillerError):
+        error.locate(layer.param)
+    if f"layer '{layer.name}'" not in str(error):
+        error.args = (f"{where}: {error}",) + error.args[1:]
+    return error
+
+
 @dataclasses.dataclass
 class LayerRecord:
     """One layer of a built net and its wiring.
@@ -204,10 +222,18 @@ class Net:
         blob_need_backward = {}
         available = collections.OrderedDict()
         memory = 0                      # top elements so far, for Caffe's setup log
+        tally = Tally(self.xp)          # bytes of all blobs so far, for the memory guard
         for i, lp in enumerate(self.param.layer):
             if not lp.name:
                 lp.name = f"{lp.type.lower() or 'layer'}_{i}"
             layer = create_layer(lp, phase=self.phase, xp=self.xp, dtype=self.dtype)
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError(f"layer '{lp.name}' (type {lp.type}): propagate_down must be "
+                               f"given once per bottom ({len(lp.bottom)}), got "
+                               f"{len(lp.propagate_down)}")
+            if not all(math.isfinite(w) for w in lp.loss_weight):
+                raise NetError(f"layer '{lp.name}' (type {lp.type}): loss_weight must be "
+                               f"finite, got {list(lp.loss_weight)}")
             bottoms, need = [], []
             for j, name in enumerate(lp.bottom):
                 if name not in self.blobs:
@@ -216,10 +242,6 @@ class Net:
                 bottoms.append(self.blobs[name])
                 # An explicit propagate_down overrides what the blob needs (as Caffe).
                 if lp.propagate_down:
-                    if len(lp.propagate_down) != len(lp.bottom):
-                        raise NetError(f"layer '{lp.name}': propagate_down must be given once "
-                                       f"per bottom ({len(lp.bottom)}), got "
-                                       f"{len(lp.propagate_down)}")
                     need.append(bool(lp.propagate_down[j]))
                 else:
                     need.append(blob_need_backward[name])
@@ -233,6 +255,7 @@ class Net:
                                    "may write a blob twice)")
                 if not in_place:
                     self.blobs[name] = Blob((), xp=self.xp, dtype=self.dtype)
+                    self.blobs[name].name = name
                 tops.append(self.blobs[name])
                 available[name] = True
                 if lp.type == "Input":
@@ -243,7 +266,11 @@ class Net:
                 tops += [Blob((), xp=self.xp, dtype=self.dtype)
                          for _ in range(needed - len(tops))]
             log_wiring(lp, len(tops) - len(lp.top))
-            layer.set_up(bottoms, tops)
+            try:
+                layer.set_up(bottoms, tops)
+                tally.add(tops + list(layer.blobs))
+            except (CaffeError, MemoryError) as error:
+                raise _in_layer(error, layer, f"param blob {len(layer.blobs)}")
             record = LayerRecord(lp.name, layer, list(lp.bottom), list(lp.top), bottoms, tops,
                                  bottom_need_backward=need)
             memory = log_set_up(record, memory, self.dtype.itemsize)
@@ -421,7 +448,10 @@ class Net:
         for i in range(start, end + 1):
             record = self.records[i]
             self._run_hooks("before_forward", i)
-            loss += record.layer.run_forward(record.bottom_blobs, record.top_blobs)
+            try:
+                loss += record.layer.run_forward(record.bottom_blobs, record.top_blobs)
+            except (CaffeError, MemoryError) as error:
+                raise _in_layer(error, record.layer)
             self._run_hooks("after_forward", i)
         return loss
 
@@ -471,7 +501,10 @@ class Net:
 
     def reshape_all(self):
         for record in self.records:
-            record.layer.reshape(record.bottom_blobs, record.top_blobs)
+            try:
+                record.layer.reshape(record.bottom_blobs, record.top_blobs)
+            except (CaffeError, MemoryError) as error:
+                raise _in_layer(error, record.layer)
 
     # --- weights -------------------------------------------------------------------
     def copy_from(self, weights):
