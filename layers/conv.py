@@ -98,6 +98,9 @@ class _ConvolutionBase(Layer):
         cp = self.param.convolution_param
         self.channel_axis, self.num_spatial, self.geom = _read_geometry(self, cp, bottom)
         self.channels = bottom[0].shape[self.channel_axis]
+        if self.channels == 0:   # Caffe fails its filler's CHECK(count) on the empty weight
+            raise self.error(f"bottom '{self.bottom_name(0)}' of shape {bottom[0].shape} has 0 "
+                             f"channels (axis {self.channel_axis}); expected at least 1")
         self.num_output = self.positive("convolution_param.num_output", cp.num_output)
         self.group = int(cp.group)
         if self.group <= 0 or self.channels % self.group:
@@ -290,6 +293,9 @@ class InnerProductLayer(Layer):
             raise self.error(f"inner_product_param.axis {p.axis} out of range for bottom "
                              f"'{self.bottom_name(0)}' of shape {bottom[0].shape}") from None
         self.k = bottom[0].count_range(self.axis)
+        if self.k == 0:     # Caffe fails its filler's CHECK(count) on the empty weight
+            raise self.error(f"bottom '{self.bottom_name(0)}' of shape {bottom[0].shape} has 0 "
+                             f"inputs (the count from axis {self.axis}); expected at least 1")
         self.blobs = []
         self.make_param_blobs(p)
         self._weight = None

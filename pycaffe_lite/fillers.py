@@ -4,12 +4,14 @@ import math
 import numpy
 
 from . import rng
-from .errors import CaffeError
+from .errors import FillerError
+
+KNOWN = ("constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear")
 
 
 def _fans(shape):
     # Caffe: fan_in = count / num, fan_out = count / channels.
-    count = int(numpy.prod(shape)) if shape else 1
+    count = math.prod(shape)
     fan_in = count // shape[0] if shape and shape[0] else count
     fan_out = count // shape[1] if len(shape) > 1 and shape[1] else count
     return fan_in, fan_out
@@ -26,9 +28,35 @@ def _variance_n(filler, shape):
     return fan_in
 
 
+def _check(filler, shape):
+    """Refuse what Caffe's fillers CHECK (a FillerError; the net names the layer and field)."""
+    kind = filler.type
+    if kind not in KNOWN:
+        raise FillerError(filler, f"unknown filler type {kind!r} (known: {', '.join(KNOWN)})")
+    if kind == "uniform" and not (math.isfinite(filler.min) and math.isfinite(filler.max)
+                                  and filler.min <= filler.max):
+        raise FillerError(filler, f"uniform filler: min ({filler.min}) must be at most max "
+                                  f"({filler.max}), both finite")
+    if kind == "gaussian" and not (math.isfinite(filler.mean) and 0 < filler.std < math.inf):
+        raise FillerError(filler, f"gaussian filler: std must be > 0 and finite (Caffe's "
+                                  f"CHECK_GT(sigma, 0)), got std {filler.std} (mean "
+                                  f"{filler.mean})")
+    sparse = kind == "gaussian" and filler.sparse >= 0
+    if sparse and len(shape) < 2:
+        raise FillerError(filler, f"sparse gaussian filler needs a blob of at least 2 axes, "
+                                  f"got shape {shape}")
+    if (kind in ("xavier", "msra", "positive_unitball", "bilinear") or sparse) and \
+            math.prod(shape) == 0:
+        raise FillerError(filler, f"{kind} filler: the blob of shape {shape} holds no values "
+                                  "(its fan_in is 0)")
+    if kind == "bilinear" and (len(shape) != 4 or shape[2] != shape[3]):
+        raise FillerError(filler, f"bilinear filler needs a square 4-D blob, got {shape}")
+
+
 def fill(blob, filler):
     """Fill ``blob.data`` as the FillerParameter ``filler`` says."""
     shape = blob.shape
+    _check(filler, shape)
     gen = rng.generator()
     kind = filler.type
     if kind == "constant":
@@ -38,8 +66,6 @@ def fill(blob, filler):
     elif kind == "gaussian":
         values = gen.normal(filler.mean, filler.std, shape)
         if filler.sparse >= 0:
-            if len(shape) < 2:
-                raise CaffeError("sparse gaussian filler needs a blob of at least 2 axes")
             num_outputs = shape[0]
             keep = gen.random(shape) < filler.sparse / float(num_outputs)
             values = values * keep
@@ -53,15 +79,10 @@ def fill(blob, filler):
     elif kind == "msra":
         std = math.sqrt(2.0 / _variance_n(filler, shape))
         values = gen.normal(0.0, std, shape)
-    elif kind == "bilinear":
-        if len(shape) != 4 or shape[2] != shape[3]:
-            raise CaffeError(f"bilinear filler needs a square 4-D blob, got {shape}")
+    else:  # bilinear
         k = shape[3]
         f = math.ceil(k / 2.0)
         c = (2 * f - 1 - f % 2) / (2.0 * f)
         ramp = 1 - numpy.abs(numpy.arange(k) / f - c)
         values = numpy.broadcast_to(numpy.outer(ramp, ramp), shape)
-    else:
-        raise CaffeError(f"unknown filler type {kind!r} (known: constant, uniform, gaussian, "
-                         "positive_unitball, xavier, msra, bilinear)")
     blob.data[...] = blob.xp.asarray(numpy.asarray(values, dtype=blob.dtype))
