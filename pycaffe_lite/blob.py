@@ -23,16 +23,18 @@ class Blob:
     def __init__(self, shape=(), xp=numpy, dtype=numpy.float32):
         self.xp = xp
         self.dtype = numpy.dtype(dtype)
-        self._allocate(self._checked(shape))
-
-    def _checked(self, shape):
         shape = tuple(int(d) for d in shape)
-        what = f"blob '{self.name}'" if self.name else "blob"
+        self._check(shape)
+        self._allocate(shape)
+
+    def _check(self, shape):
         if len(shape) > MAX_BLOB_AXES:
-            raise CaffeError(f"{what} shape {shape} has more than {MAX_BLOB_AXES} axes")
+            raise CaffeError(f"{self._what()} shape {shape} has more than {MAX_BLOB_AXES} axes")
         if any(d < 0 for d in shape):
-            raise CaffeError(f"{what} shape {shape} has a negative dimension")
-        return shape
+            raise CaffeError(f"{self._what()} shape {shape} has a negative dimension")
+
+    def _what(self):
+        return f"blob '{self.name}'" if self.name else "blob"
 
     def _allocate(self, shape):
         memory.check_blob(shape, self.xp, self.dtype, self.name)
@@ -67,9 +69,10 @@ class Blob:
     def reshape(self, *shape):
         if len(shape) == 1 and not isinstance(shape[0], (int, numpy.integer)):
             shape = shape[0]
-        shape = self._checked(shape)
+        shape = tuple(int(d) for d in shape)
         if shape == self.shape:
             return
+        self._check(shape)
         if math.prod(shape) == self.count:
             self.data = self.data.reshape(shape)
             self.diff = self.diff.reshape(shape)
