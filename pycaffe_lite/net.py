@@ -539,8 +539,9 @@ class Net:
                 fits=lambda k, shape, blob: shape == blob.shape or (
                     files.has_legacy_shape(lp.blobs[k])
                     and files.legacy_shape(blob.shape) == shape))
-            for proto, blob in zip(lp.blobs, layer.blobs):
-                values = files.blob_proto_to_array(proto, dtype=blob.dtype)
+            for k, (proto, blob) in enumerate(zip(lp.blobs, layer.blobs)):
+                values = files.weights_array(proto, blob.dtype,
+                                             f"{source}: layer '{lp.name}' param blob {k}")
                 blob.data[...] = self.xp.asarray(values.reshape(blob.shape))
 
     def to_proto(self, write_diff=False):

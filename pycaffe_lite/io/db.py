@@ -10,6 +10,7 @@ import threading
 
 from ..errors import CaffeError
 from ..proto import caffe_pb2
+from .files import check_path
 
 LEVELDB, LMDB = caffe_pb2.DataParameter.LEVELDB, caffe_pb2.DataParameter.LMDB
 _BACKEND_NAMES = {LEVELDB: "leveldb", LMDB: "lmdb"}
@@ -52,7 +53,7 @@ class DBReader:
     """
 
     def __init__(self, path, backend=LMDB, what="database"):
-        self.path = os.fspath(path)
+        self.path = check_path(path, what, DBError)
         self.backend = backend_id(backend)
         self.what = what
         if not os.path.exists(self.path):
@@ -152,7 +153,7 @@ class DBWriter:
     """
 
     def __init__(self, path, backend=LMDB, commit_every=1000):
-        self.path = os.fspath(path)
+        self.path = check_path(path, "output database", DBError)
         self.backend = backend_id(backend)
         self.commit_every = commit_every
         self._pending = []

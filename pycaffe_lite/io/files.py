@@ -1,19 +1,33 @@
 """Reading and writing Caffe's protobuf files (prototxt, caffemodel, solver).
 
-Every reader names the file (and line and column for text) in its errors;
-every writer writes a temporary file and renames it, so a crash never leaves
-a half-written file behind.
+Every reader names the file (and line and column for text) in its errors and
+reads regular files only (a device, a FIFO or a socket is refused by name
+before it is opened; a file larger than the memory available is refused
+before it is read); every writer writes a temporary file
+``.tmp_<pid>_<name>.<random>`` beside the target and renames it, so a crash
+never leaves a half-written file under the final name, and
+:func:`remove_stale_temporaries` clears what a killed writer left behind.
+
+Weights holding NaN or inf are reported when copied into a net
+(:func:`check_finite`): a warning per blob, or an error after
+:func:`set_strict_weights`.
 """
 import collections
 import contextlib
+import errno
+import logging
+import math
 import os
+import re
+import stat
 import tempfile
 
 import numpy
 from google.protobuf import message, text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from ..errors import ParseError, WeightsError
+from .. import memory
+from ..errors import CaffeError, ParseError, WeightsError
 from ..proto import caffe_pb2
 from . import bitpack
 from .upgrade import net_version, upgrade_net, upgrade_solver
@@ -45,16 +59,112 @@ def _foreign_format(data):
     return None
 
 
-def _read_bytes(path, what):
+log = logging.getLogger("pycaffe_lite")
+
+
+class WriteError(CaffeError):
+    """An output file could not be written (missing or read-only folder, disk full)."""
+
+
+# --- paths and regular files ----------------------------------------------------------
+
+def check_path(path, what="file", error=ParseError):
+    """``path`` as a str; a NUL byte in it (no file name can hold one) raises
+    ``error`` naming ``what`` (a field, a layer, a file kind)."""
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if "\0" in path:
+        raise error(f"{what}: the path {path!r} holds a NUL byte (\\0); no file name can "
+                    "hold one")
+    return path
+
+
+# Names of the string fields of caffe.proto that hold a file or folder path.
+PATH_FIELDS = frozenset({"source", "mean_file", "meanfile", "file_name", "root_folder",
+                         "net", "train_net", "test_net", "snapshot_prefix", "weights",
+                         "learned_net"})
+
+
+def check_path_fields(msg, where):
+    """Every path field (:data:`PATH_FIELDS`) of ``msg`` and the messages in it,
+    checked with :func:`check_path`; the error names ``where`` (the file), the
+    layer and the field."""
+    def walk(msg, layer, field_path):
+        for field, value in msg.ListFields():
+            if field.type == FieldDescriptor.TYPE_STRING:
+                if field.name in PATH_FIELDS:
+                    for text in (value if field.is_repeated else [value]):
+                        check_path(text, f"{where}: {layer}{field_path}{field.name}")
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and \
+                    field.message_type.name != "BlobProto":
+                for i, item in enumerate(value if field.is_repeated else [value]):
+                    if field.message_type.name in ("LayerParameter", "V1LayerParameter",
+                                                   "V0LayerParameter"):
+                        name = getattr(item, "name", "") or f"#{i}"
+                        walk(item, f"{layer}layer '{name}': ", "")
+                    else:
+                        walk(item, layer, f"{field_path}{field.name}.")
+    walk(msg, "", "")
+    return msg
+
+
+_FILE_TYPES = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket")]
+
+
+def _not_regular(mode):
+    """What a non-regular file of ``mode`` is ('a character device', ...), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, description in _FILE_TYPES:
+        if test(mode):
+            return description
+    return "not a regular file"
+
+
+def regular_file(path, what, error=ParseError):
+    """``os.stat`` of ``path`` when it is a regular file; anything else (missing,
+    a directory, a device, a FIFO, a socket, a NUL in the name) raises ``error``
+    naming it, before the file is opened."""
+    path = check_path(path, f"{what} file", error)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        st = os.stat(path)
     except FileNotFoundError:
-        raise ParseError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise ParseError(f"{path}: is a directory, not a {what} file") from None
+        raise error(f"{path}: {what} file not found") from None
     except OSError as e:
-        raise ParseError(f"{path}: cannot read {what} file: {e.strerror}") from None
+        raise error(f"{path}: cannot read {what} file: {e.strerror}") from None
+    kind = _not_regular(st.st_mode)
+    if kind:
+        raise error(f"{path}: is {kind}, not a {what} file")
+    return st
+
+
+def read_regular(path, what, error=ParseError):
+    """The bytes of the regular file ``path`` (see :func:`regular_file`); a file
+    larger than the memory limit (:mod:`pycaffe_lite.memory`) is refused before
+    it is read."""
+    st = regular_file(path, what, error)
+    limit, source = memory.memory_limit()
+    if limit is not None and st.st_size > limit:
+        raise error(f"{path}: the {what} file has {st.st_size} bytes, more than the memory "
+                    f"limit of {limit} bytes ({source})")
+    try:
+        # O_NONBLOCK: should the name have become a FIFO since the stat, open does not block.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} file: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        kind = _not_regular(os.fstat(fd).st_mode)
+        if kind:
+            raise error(f"{path}: is {kind}, not a {what} file")
+        os.set_blocking(fd, True)
+        try:
+            return f.read()
+        except OSError as e:
+            raise error(f"{path}: cannot read {what} file: {e.strerror}") from None
 
 
 # --- binary protobuf: which message is it? ------------------------------------------
@@ -183,13 +293,13 @@ def _decode_text(data, path):
 
 
 def read_text_proto(path, msg):
-    return parse_text(_decode_text(_read_bytes(path, "prototxt"), path), msg, path)
+    return parse_text(_decode_text(read_regular(path, "prototxt"), path), msg, path)
 
 
 def read_binary_proto(path, msg, what="caffemodel"):
     """Parse a binary protobuf file into ``msg``, naming what the file is when it is
     something else (another Caffe message, ONNX, HDF5, a pickle, text)."""
-    data = _read_bytes(path, what)
+    data = read_regular(path, what)
     return _parse_binary(data, msg, path, what)
 
 
@@ -247,7 +357,7 @@ def _parse_text_kind(text, path, prefer):
 def read_net_param(path, what="net"):
     """``(NetParameter, encoding)`` of a text prototxt or a binary caffemodel, as
     written (not upgraded); ``encoding`` is 'text' or 'binary'.  A solver raises."""
-    data = _read_bytes(path, what)
+    data = read_regular(path, what)
     if _looks_binary(data) or (what == "caffemodel" and not data):
         return _parse_binary(data, caffe_pb2.NetParameter(), path, "caffemodel"), "binary"
     kind, net = _parse_text_kind(_decode_text(data, path), path, "net")
@@ -258,7 +368,7 @@ def read_net_param(path, what="net"):
 
 def read_solver_param(path):
     """The SolverParameter of a solver prototxt, as written (not upgraded)."""
-    data = _read_bytes(path, "solver")
+    data = read_regular(path, "solver")
     if _looks_binary(data):
         foreign = _foreign_format(data)
         fields = _top_level_fields(data)
@@ -272,14 +382,19 @@ def read_solver_param(path):
 
 
 def read_net(path):
-    """A NetParameter from a text prototxt or a binary caffemodel, upgraded."""
+    """A NetParameter from a text prototxt or a binary caffemodel, upgraded; a net
+    without layers, or with a NUL byte in a path field, raises."""
     net, _ = read_net_param(path, "net")
-    return upgrade_net(net, path)
+    net = upgrade_net(net, path)
+    if not net.layer:
+        raise ParseError(f"{path}: an empty net: no layers (and no inputs)")
+    return check_path_fields(net, path)
 
 
 def read_solver(path):
-    """A SolverParameter from a text prototxt, upgraded."""
-    return upgrade_solver(read_solver_param(path), path)
+    """A SolverParameter from a text prototxt, upgraded; a NUL byte in a path field
+    (net, snapshot_prefix, ..., or one of an inline net's) raises."""
+    return check_path_fields(upgrade_solver(read_solver_param(path), path), path)
 
 
 def read_weights(path):
@@ -289,7 +404,10 @@ def read_weights(path):
             layer.blobs or layer.layer.blobs for layer in net.layers):
         raise WeightsError(f"{path}: a text net definition with no trained weights; "
                            "pass the binary .caffemodel as weights")
-    return upgrade_net(net, path, weights=True)
+    net = upgrade_net(net, path, weights=True)
+    if not net.layer:
+        raise WeightsError(f"{path}: a caffemodel without layers: no weights to copy")
+    return net
 
 
 def _looks_binary(data):
@@ -309,7 +427,7 @@ def identify(path):
     Anything that is not a Caffe file raises a :class:`ParseError` that says,
     where it can tell, what the file is instead (ONNX, HDF5, a pickle, ...).
     """
-    data = _read_bytes(path, "Caffe")
+    data = read_regular(path, "Caffe")
     if not _looks_binary(data):
         kind, msg = _parse_text_kind(_decode_text(data, path), path, "net")
         return FileKind("text", kind, net_version(msg) if kind == "net" else None)
@@ -341,23 +459,116 @@ def _umask():
     return umask
 
 
+# A temporary's name: the writer's pid (so that a stale one can be told from a live
+# one), the target's name (so that it can be told whose it is), mkstemp's suffix.
+_TEMP_PREFIX = ".tmp_"
+_TEMP_NAME = re.compile(r"^\.tmp_(\d+)_(.*)\.[a-z0-9_]{8}$")
+_TEMP_TARGET_CHARS = 200        # of the target's name, within NAME_MAX (255)
+_writing = set()                # this process's temporaries being written now
+
+# Errors of a write that are the disk's, not the code's: reported naming the file.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
+def _write_failure(path, error):
+    """A WriteError naming the final ``path`` (never the temporary) and why."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if isinstance(error, FileNotFoundError):
+        reason = f"the folder {folder} does not exist"
+    elif isinstance(error, NotADirectoryError):
+        reason = f"a part of the folder {folder} is not a folder"
+    elif isinstance(error, PermissionError):
+        reason = f"no permission to write in the folder {folder}"
+    elif error.errno == errno.EROFS:
+        reason = f"the folder {folder} is on a read-only file system"
+    elif isinstance(error, IsADirectoryError):
+        reason = "it is a directory"
+    else:
+        reason = error.strerror or str(error)
+    return WriteError(f"{path}: cannot write the file: {reason}")
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """A binary file to write (readable too: h5py reads back what it writes) that
     becomes ``path`` (by a rename) only when the ``with`` block ends without an
-    error; otherwise nothing is left behind."""
+    error; otherwise nothing is left behind.  A folder that is missing or not
+    writable, or a full disk, raises a :class:`WriteError` naming ``path``."""
+    path = check_path(path, "output file", WriteError)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
+    prefix = f"{_TEMP_PREFIX}{os.getpid()}_{os.path.basename(path)[:_TEMP_TARGET_CHARS]}."
     try:
-        with os.fdopen(fd, "w+b") as f:
-            yield f
-        # mkstemp creates 0600; give the file the mode open() would (0666 - umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    except OSError as e:
+        raise _write_failure(path, e) from None
+    _writing.add(tmp)
+    try:
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                yield f
+            # mkstemp creates 0600; give the file the mode open() would (0666 - umask).
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except OSError as e:
+            if e.errno in _DISK_ERRORS or e.filename in (tmp, path) or \
+                    getattr(e, "filename2", None) == path:
+                raise _write_failure(path, e) from None
+            raise
+    finally:
+        _writing.discard(tmp)
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return None         # this process: alive, but its own temporaries are known
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True         # another user's process
+    except (OverflowError, ValueError, OSError):
+        return False        # no such pid can exist
+    return True
+
+
+def remove_stale_temporaries(prefix):
+    """Remove the temporaries that a killed writer (``kill -9`` in a snapshot) left
+    beside ``prefix``'s files (``<prefix>_iter_N.caffemodel``, ...), logging each.
+
+    Only this module's ``.tmp_<pid>_<name>.<random>`` files whose ``<name>``
+    starts with the prefix, and only when process ``<pid>`` is gone (or is this
+    process, not writing it now): another training writing beside us keeps its
+    files.  Returns the paths removed.
+    """
+    directory = os.path.dirname(os.path.abspath(prefix))
+    stem = (os.path.basename(prefix) + "_iter_")[:_TEMP_TARGET_CHARS]
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in sorted(names):
+        match = _TEMP_NAME.match(name)
+        if not match or not match.group(2).startswith(stem):
+            continue
+        pid, tmp = int(match.group(1)), os.path.join(directory, name)
+        alive = _process_alive(pid)
+        if alive or (alive is None and tmp in _writing):
+            continue
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("Cannot remove the stale temporary file %s: %s", tmp, e.strerror)
+            continue
+        log.info("Removed the stale temporary file %s (left by process %d, which no longer "
+                 "writes it)", tmp, pid)
+        removed.append(tmp)
+    return removed
 
 
 def write_atomic(path, data):
@@ -403,46 +614,101 @@ def legacy_shape(shape):
     return (1,) * (4 - len(shape)) + shape
 
 
-def blob_proto_to_array(proto, dtype=numpy.float32, diff=False):
+def _declared_count(shape, where):
+    """Values the BlobProto's ``shape`` declares, in Python ints (no overflow)."""
+    if any(d < 0 for d in shape):
+        raise WeightsError(f"{where}BlobProto declares shape {shape}, with a negative "
+                           "dimension")
+    return math.prod(shape)
+
+
+def blob_proto_to_array(proto, dtype=numpy.float32, diff=False, where=None):
     """The values (``diff``: the diffs) of a BlobProto as an array of its declared shape.
 
-    ``double_data`` / ``double_diff`` are read when present.
+    ``double_data`` / ``double_diff`` are read when present.  ``where`` (the
+    file, and the layer and blob in it) begins the errors.
     """
+    where = f"{where}: " if where else ""
     shape = blob_proto_shape(proto)
-    expected = int(numpy.prod(shape, dtype=numpy.int64))
+    expected = _declared_count(shape, where)
     if proto.packed_bits and not diff:
         try:
             values = bitpack.unpack(proto.packed_data, proto.packed_bits, expected)
         except ValueError as e:
-            raise WeightsError(f"BlobProto of shape {shape} packed at {proto.packed_bits} "
-                               f"bits: {e}") from None
-        return _as_unsigned(values, dtype, shape) if numpy.dtype(dtype).kind == "u" else \
-            values.astype(dtype).reshape(shape)
+            raise WeightsError(f"{where}BlobProto of shape {shape} packed at "
+                               f"{proto.packed_bits} bits: {e}") from None
+        return _as_unsigned(values, dtype, shape, where) if numpy.dtype(dtype).kind == "u" \
+            else values.astype(dtype).reshape(shape)
     if diff:
         values = proto.double_diff if len(proto.double_diff) else proto.diff
     else:
         values = proto.double_data if len(proto.double_data) else proto.data
+    if len(values) != expected:
+        raise WeightsError(f"{where}BlobProto declares shape {shape} ({expected} values) but "
+                           f"holds {len(values)}")
     dtype = numpy.dtype(dtype)
     if dtype.kind == "u":
-        return _as_unsigned(numpy.array(values, dtype=numpy.float64), dtype, shape)
-    array = numpy.array(values, dtype=dtype)
-    if array.size != expected:
-        raise WeightsError(f"BlobProto declares shape {shape} ({expected} values) but holds "
-                           f"{array.size}")
-    return array.reshape(shape)
+        return _as_unsigned(numpy.array(values, dtype=numpy.float64), dtype, shape, where)
+    return numpy.array(values, dtype=dtype).reshape(shape)
 
 
-def _as_unsigned(values, dtype, shape):
+def _as_unsigned(values, dtype, shape, where=""):
     """Values read for an unsigned integer blob (codeword indices): whole numbers in
     the dtype's range, or an error."""
     top = numpy.iinfo(dtype).max
-    if values.size != int(numpy.prod(shape, dtype=numpy.int64)):
-        raise WeightsError(f"BlobProto declares shape {shape} but holds {values.size} values")
+    if values.size != math.prod(shape):
+        raise WeightsError(f"{where}BlobProto declares shape {shape} but holds {values.size} "
+                           "values")
     whole = values.dtype.kind in "iu" or numpy.all(values == numpy.floor(values))
     if values.size and not (whole and values.min() >= 0 and values.max() <= top):
-        raise WeightsError(f"BlobProto of shape {shape} should hold whole numbers 0..{top} "
-                           f"(codeword indices); it holds {values.min()}..{values.max()}")
+        raise WeightsError(f"{where}BlobProto of shape {shape} should hold whole numbers "
+                           f"0..{top} (codeword indices); it holds {values.min()}..{values.max()}")
     return values.astype(dtype).reshape(shape)
+
+
+# --- NaN / inf in weights --------------------------------------------------------------
+
+_strict_weights = False
+
+
+def set_strict_weights(strict=True):
+    """Make NaN or inf in weights copied into a net an error (``True``) or a warning
+    (``False``, the default); returns the previous setting."""
+    global _strict_weights
+    previous, _strict_weights = _strict_weights, bool(strict)
+    return previous
+
+
+def strict_weights():
+    """True when NaN or inf in weights is an error (see :func:`set_strict_weights`)."""
+    return _strict_weights
+
+
+def check_finite(array, where, strict=None):
+    """Warn, one line, when the float ``array`` (``where``: the file, layer and blob)
+    holds NaN or inf; raise a WeightsError instead when ``strict`` (default: the
+    :func:`set_strict_weights` setting)."""
+    array = numpy.asarray(array)
+    if array.dtype.kind != "f" or not array.size:
+        return
+    with numpy.errstate(all="ignore"):
+        if numpy.isfinite(array.sum(dtype=numpy.float64)):
+            return      # any NaN or inf would make the sum NaN or inf
+    nan, inf = int(numpy.isnan(array).sum()), int(numpy.isinf(array).sum())
+    if not nan and not inf:
+        return
+    text = f"{where} holds {nan} NaN and {inf} inf of its {array.size} values"
+    if _strict_weights if strict is None else strict:
+        raise WeightsError(f"{text} (non-finite weights refused: strict mode)")
+    log.warning("%s", text)
+
+
+def weights_array(proto, dtype, where, strict=None):
+    """:func:`blob_proto_to_array` of a param blob being copied into a net, checked
+    with :func:`check_finite`."""
+    array = blob_proto_to_array(proto, dtype, where=where)
+    check_finite(array, where, strict)
+    return array
 
 
 def array_to_blob_proto(array, diff=None, proto=None, legacy=False):
@@ -497,4 +763,5 @@ def _packed_floats(field, array):
 
 def read_blob(path, what="BlobProto", dtype=numpy.float32):
     """The array of a binary BlobProto file (``.binaryproto``: a mean file, say)."""
-    return blob_proto_to_array(read_binary_proto(path, caffe_pb2.BlobProto(), what), dtype)
+    return blob_proto_to_array(read_binary_proto(path, caffe_pb2.BlobProto(), what), dtype,
+                               where=path)

@@ -20,7 +20,11 @@ log = logging.getLogger("pycaffe_lite")
 
 
 def is_hdf5(path):
-    """True when ``path`` is an HDF5 file (by its signature, as Caffe's H5Fis_hdf5)."""
+    """True when ``path`` is an HDF5 file (by its signature, as Caffe's H5Fis_hdf5).
+
+    A path that is not a regular file (a device, a FIFO: reading it could block
+    or never end), is missing or holds a NUL byte raises a ParseError naming it."""
+    files.regular_file(path, "caffemodel")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -78,9 +82,12 @@ def load(net, path):
                         continue
                     raise WeightsError(f"{path}: layer '{name}' has no param {k} (the net's "
                                        f"layer has {len(blobs)})")
-                values = numpy.asarray(group[str(k)])
-                if values.shape != blob.shape:
+                dataset = group[str(k)]
+                if getattr(dataset, "shape", None) != blob.shape:   # checked before reading
                     raise WeightsError(f"{path}: cannot copy param {k} of layer '{name}': "
-                                       f"shape mismatch; the file has {values.shape}, the net "
+                                       f"shape mismatch; the file has "
+                                       f"{getattr(dataset, 'shape', 'a group')}, the net "
                                        f"defines {blob.shape}")
+                values = numpy.asarray(dataset)
+                files.check_finite(values, f"{path}: layer '{name}' param blob {k}")
                 blob.data[...] = net.xp.asarray(values.astype(blob.dtype))

@@ -9,12 +9,13 @@ with zeros).  An element is stored as its value minus one, and Q-CNN's loader
 subtracts one again after adding it back, so a stored element is the 0-based
 codeword index: :func:`read_cbn` returns exactly that.
 """
+import math
 import os
 
 import numpy
 
 from ..errors import CaffeError
-from . import bitpack
+from . import bitpack, files
 
 BLOCK = 4096
 MAX_DIMS = 8
@@ -43,13 +44,10 @@ def _header(data, path, extra=0):
 
 
 def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise QcnnFileError(f"Q-CNN file '{path}' does not exist") from None
-    except OSError as e:
-        raise QcnnFileError(f"cannot read Q-CNN file '{path}': {e.strerror}") from None
+    path = files.check_path(path, "Q-CNN file", QcnnFileError)
+    if not os.path.exists(path):
+        raise QcnnFileError(f"Q-CNN file '{path}' does not exist")
+    return files.read_regular(path, "Q-CNN", QcnnFileError)
 
 
 def read_bin(path, dtype=numpy.float32):
@@ -58,7 +56,7 @@ def read_bin(path, dtype=numpy.float32):
     data = _read(path)
     dims, _, offset = _header(data, path)
     dtype = numpy.dtype(dtype).newbyteorder("<")
-    count = int(numpy.prod(dims, dtype=numpy.int64))
+    count = math.prod(dims)
     if len(data) - offset != count * dtype.itemsize:
         raise QcnnFileError(f"{path}: dims {list(dims)} need {count * dtype.itemsize} bytes of "
                             f"{dtype.name} after the header, the file has {len(data) - offset}")
@@ -71,7 +69,7 @@ def read_cbn(path):
     dims, (bits,), offset = _header(data, path, extra=1)
     if not 1 <= bits <= 16:
         raise QcnnFileError(f"{path}: {bits} bits per element; expected 1 to 16")
-    count = int(numpy.prod(dims, dtype=numpy.int64))
+    count = math.prod(dims)
     per_block = BLOCK * 8 // bits
     blocks = -(-count // per_block)
     payload = len(data) - offset
@@ -87,7 +85,6 @@ def read_cbn(path):
 
 def write_cbn(path, indices, bits):
     """Write 0-based indices as Q-CNN's ``.cbn`` (for tests and round trips)."""
-    from . import files
     indices = numpy.asarray(indices)
     if indices.size and (indices.min() < 0 or indices.max() >= 1 << bits):
         raise QcnnFileError(f"{path}: indices {indices.min()}..{indices.max()} do not fit "
