@@ -55,5 +55,6 @@ from .lr_policies import LR_POLICIES, learning_rate  # noqa: F401
 from .sgd_solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: F401
                           NesterovSolver, RMSPropSolver, SGDSolver)
 from .signals import SignalHandler  # noqa: F401
-from .solver import (Solver, SolverAction, create_solver, get_solver,  # noqa: F401
-                     register_solver, solver_class, solver_type_list)
+from .solver import (Solver, SolverAction, SolverParamError,  # noqa: F401
+                     create_solver, get_solver, register_solver, solver_class,
+                     solver_type_list)

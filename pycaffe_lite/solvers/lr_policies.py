@@ -21,7 +21,7 @@ import math
 
 import numpy
 
-from ..errors import CaffeError
+from .solver import SolverParamError
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -76,16 +76,18 @@ LR_POLICIES = {"fixed": _fixed, "step": _step, "exp": _exp, "inv": _inv,
 
 
 def check_lr_policy(param):
-    """Raise a CaffeError when ``param``'s lr policy is unknown or lacks a setting."""
+    """Raise a SolverParamError when ``param``'s lr policy is unknown or lacks a setting."""
     policy = param.lr_policy
     if policy not in LR_POLICIES:
         shown = f"'{policy}'" if policy else "none (lr_policy is not set)"
-        raise CaffeError(f"unknown learning rate policy {shown}; known policies: "
-                         f"{', '.join(LR_POLICIES)}")
+        raise SolverParamError(f"unknown learning rate policy {shown}; known policies: "
+                               f"{', '.join(LR_POLICIES)}", "lr_policy")
     if policy == "step" and param.stepsize <= 0:
-        raise CaffeError(f"lr_policy 'step' needs stepsize > 0, got {param.stepsize}")
+        raise SolverParamError(f"lr_policy 'step' needs stepsize > 0, got {param.stepsize}",
+                               "stepsize")
     if policy == "poly" and param.max_iter <= 0:
-        raise CaffeError(f"lr_policy 'poly' needs max_iter > 0, got {param.max_iter}")
+        raise SolverParamError(f"lr_policy 'poly' needs max_iter > 0, got {param.max_iter}",
+                               "max_iter")
 
 
 def learning_rate(param, it, current_step=0):
@@ -97,6 +99,6 @@ def learning_rate(param, it, current_step=0):
     check_lr_policy(param)
     rate, step = LR_POLICIES[param.lr_policy](param, int(it), int(current_step))
     if not math.isfinite(float(rate)):
-        raise CaffeError(f"lr_policy '{param.lr_policy}' gives a non-finite learning rate "
-                         f"({rate}) at iteration {it}")
+        raise SolverParamError(f"lr_policy '{param.lr_policy}' gives a non-finite learning "
+                               f"rate ({rate}) at iteration {it}", "lr_policy")
     return f32(rate), step

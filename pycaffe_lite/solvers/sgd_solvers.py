@@ -38,7 +38,7 @@ from ..errors import CaffeError
 from ..io import files
 from ..log import caffe_float
 from .lr_policies import check_lr_policy, learning_rate
-from .solver import Solver, register_solver, resolve_learned_net
+from .solver import Solver, SolverParamError, register_solver, resolve_learned_net
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -59,8 +59,9 @@ class SGDSolver(Solver):
     def pre_solve(self):
         check_lr_policy(self.param)
         if self.param.regularization_type not in ("L1", "L2"):
-            raise CaffeError(f"Unknown regularization type: "
-                             f"'{self.param.regularization_type}' (use L2 or L1)")
+            raise SolverParamError(f"Unknown regularization type: "
+                                   f"'{self.param.regularization_type}' (use L2 or L1)",
+                                   "regularization_type")
         self.check_param()
         params = self.net.learnable_params
         self.history = [self.xp.zeros_like(blob.data)
@@ -79,7 +80,8 @@ class SGDSolver(Solver):
 
     def learning_rate(self):
         """The rate of the current iteration (advances ``current_step`` as Caffe)."""
-        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        with self.naming_errors():
+            rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
         return rate
 
     def apply_update(self):
@@ -200,7 +202,7 @@ class SGDSolver(Solver):
                              f"net needs {len(self.history)}")
         arrays = []
         for i, (proto, history) in enumerate(zip(state.history, self.history)):
-            array = files.blob_proto_to_array(proto)
+            array = files.blob_proto_to_array(proto, where=f"{state_file}: history blob {i}")
             if array.size != history.size:
                 raise CaffeError(f"{state_file}: history blob {i} has shape {array.shape}, "
                                  f"the net's param has shape {history.shape}")
@@ -238,8 +240,8 @@ class _NoMomentum(SGDSolver):
 
     def check_param(self):
         if self.param.momentum != 0:
-            raise CaffeError(f"Momentum cannot be used with {self.type} (momentum: "
-                             f"{caffe_float(self.param.momentum)})")
+            raise SolverParamError(f"Momentum cannot be used with {self.type} (momentum: "
+                                   f"{caffe_float(self.param.momentum)})", "momentum")
 
     def scale_by_rms(self, g, history, local_rate, tmp):
         self.xp.sqrt(history, out=tmp)
@@ -265,8 +267,8 @@ class RMSPropSolver(_NoMomentum):
     def check_param(self):
         super().check_param()
         if not 0 <= self.param.rms_decay < 1:
-            raise CaffeError(f"rms_decay should lie between 0 and 1, got "
-                             f"{caffe_float(self.param.rms_decay)}")
+            raise SolverParamError(f"rms_decay should lie between 0 and 1, got "
+                                   f"{caffe_float(self.param.rms_decay)}", "rms_decay")
 
     def compute_update_value(self, g, h, local_rate, tmp):
         decay = f32(self.param.rms_decay)

@@ -7,8 +7,10 @@ normalisation, regularisation, update rule), snapshot when due.  Paths in the
 solver (net files, snapshot_prefix) are taken from the current directory, as
 Caffe takes them.
 """
+import contextlib
 import logging
 import os
+import re
 import sys
 
 import numpy
@@ -29,6 +31,41 @@ f32 = numpy.float32
 
 class NetFileNotFoundError(ParseError):
     """A net file that the solver names does not exist."""
+
+
+class SolverParamError(CaffeError):
+    """A solver setting that cannot work.  ``field`` names the setting; the
+    solver adds its file and the field's line (:meth:`Solver.named`)."""
+
+    named = False       # True once the solver file is in the message
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
+
+
+# Tokens of the text format, enough to find where a top-level field is set.
+_TOKEN = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|#[^\n]*|\n|[\w.]+|\S')
+
+
+def field_line(text, field):
+    """The line (1-based) of prototxt ``text`` where top-level ``field`` is first
+    set, or None."""
+    line, depth, previous, previous_line = 1, 0, None, None
+    for token in _TOKEN.findall(text):
+        if token == "\n":
+            line += 1
+            continue
+        if token[0] == "#":
+            continue
+        if depth == 0 and previous == field and token in (":", "{", "<"):
+            return previous_line
+        if token in ("{", "<"):
+            depth += 1
+        elif token in ("}", ">"):
+            depth -= 1
+        previous, previous_line = token, line
+    return None
 
 
 class SolverAction:
@@ -53,7 +90,7 @@ def read_solver(path_or_param):
         param = caffe_pb2.SolverParameter()
         param.CopyFrom(path_or_param)
         from ..io.upgrade import upgrade_solver
-        return upgrade_solver(param), None
+        return files.check_path_fields(upgrade_solver(param), "SolverParameter"), None
     raise CaffeError(f"a solver is made from a solver prototxt path or a SolverParameter, "
                      f"got {type(path_or_param).__name__}")
 
@@ -136,9 +173,10 @@ class Solver:
         self.smoothed_loss = f32(0)
         self._losses = []
         log.info("Initializing solver from parameters: \n%s", param)
-        self._check_param()
-        self._set_snapshot_prefix()
-        self._check_snapshot_write_permissions()
+        with self.naming_errors():
+            self._check_param()
+            self._set_snapshot_prefix()
+            self._check_snapshot_write_permissions()
         if param.random_seed >= 0:
             rng.set_random_seed(param.random_seed)
         self.xp = xp if xp is not None else choose_array_module(param)
@@ -146,39 +184,67 @@ class Solver:
         self.test_nets = self._init_test_nets()
         self._load_weights()
         log.info("Solver scaffolding done.")
-        self.pre_solve()
+        with self.naming_errors():
+            self.pre_solve()
 
     # --- Init ----------------------------------------------------------------------
+    def named(self, error):
+        """``error`` (a :class:`SolverParamError`) with the solver file, and the line
+        of its field when the file sets it, in front."""
+        if not self.path or error.named:
+            return error
+        where = self.path
+        if error.field:
+            line = field_line(_text_of(self.path), error.field)
+            if line:
+                where = f"{self.path}:{line}"
+        named = SolverParamError(f"{where}: {error}", error.field)
+        named.named = True
+        return named
+
+    @contextlib.contextmanager
+    def naming_errors(self):
+        """A context in which a :class:`SolverParamError` is raised :meth:`named`."""
+        try:
+            yield
+        except SolverParamError as e:
+            raise self.named(e) from None
+
     def _check_param(self):
         p = self.param
         if p.average_loss < 1:
-            raise CaffeError(f"average_loss must be at least 1, got {p.average_loss}")
+            raise SolverParamError(f"average_loss must be at least 1, got {p.average_loss}",
+                                   "average_loss")
         if p.iter_size < 1:
-            raise CaffeError(f"iter_size must be at least 1, got {p.iter_size}")
+            raise SolverParamError(f"iter_size must be at least 1, got {p.iter_size}",
+                                   "iter_size")
         if p.snapshot_format != caffe_pb2.SolverParameter.BINARYPROTO:
-            raise CaffeError("snapshot_format HDF5 is not supported; use BINARYPROTO "
-                             "(the default)")
+            raise SolverParamError("snapshot_format HDF5 is not supported; use BINARYPROTO "
+                                   "(the default)", "snapshot_format")
         for field in ("display", "test_interval", "snapshot", "max_iter"):
             if getattr(p, field) < 0:
-                raise CaffeError(f"{field} must not be negative, got {getattr(p, field)}")
+                raise SolverParamError(f"{field} must not be negative, got "
+                                       f"{getattr(p, field)}", field)
         # The test nets (checked before any net is built, as errors go).
         generic = p.HasField("net") + p.HasField("net_param")
         if generic > 1:
-            raise CaffeError("Both net_param and net_file may not be specified.")
+            raise SolverParamError("Both net_param and net_file may not be specified.",
+                                   "net_param")
         specific = len(p.test_net_param) + len(p.test_net)
-        if generic and len(p.test_iter) < specific:
-            raise CaffeError(f"test_iter must be specified for each test network: "
-                             f"{specific} test nets, {len(p.test_iter)} test_iter")
-        if not generic and len(p.test_iter) != specific:
-            raise CaffeError(f"test_iter must be specified for each test network: "
-                             f"{specific} test nets, {len(p.test_iter)} test_iter")
+        if (generic and len(p.test_iter) < specific) or (
+                not generic and len(p.test_iter) != specific):
+            raise SolverParamError(f"test_iter must be specified for each test network: "
+                                   f"{specific} test nets, {len(p.test_iter)} test_iter",
+                                   "test_iter")
         count = len(p.test_iter)
         if len(p.test_state) and len(p.test_state) != count:
-            raise CaffeError(f"test_state must be unspecified or specified once per test "
-                             f"net: {count} test nets, {len(p.test_state)} test_state")
+            raise SolverParamError(f"test_state must be unspecified or specified once per "
+                                   f"test net: {count} test nets, {len(p.test_state)} "
+                                   "test_state", "test_state")
         if count and p.test_interval <= 0:
-            raise CaffeError(f"{count} test net(s) need test_interval > 0, got "
-                             f"{p.test_interval}")
+            raise SolverParamError(f"{count} test net(s) need test_interval > 0, got "
+                                   f"{p.test_interval}", "test_interval"
+                                   if p.HasField("test_interval") else "test_iter")
 
     def _set_snapshot_prefix(self):
         """Caffe's UpgradeSnapshotPrefixProperty: no prefix = the solver file's name
@@ -204,9 +270,9 @@ class Solver:
                 pass
             os.remove(probe)
         except OSError as e:
-            raise CaffeError(f"Cannot write to snapshot prefix '{p.snapshot_prefix}' "
-                             f"({e.strerror}). Make sure that the directory exists and is "
-                             "writeable.") from None
+            raise SolverParamError(f"Cannot write to snapshot prefix '{p.snapshot_prefix}' "
+                                   f"({e.strerror}). Make sure that the directory exists and "
+                                   "is writeable.", "snapshot_prefix") from None
 
     def _read_net_file(self, path, field):
         """The net a solver field names; a missing file is named with the solver
@@ -215,9 +281,15 @@ class Solver:
         Caffe opens the path from the current directory, not from the solver's
         folder: a solver run from elsewhere is the usual reason, so say so.
         """
+        if not path:
+            raise self.named(SolverParamError(
+                f"'{field}' is empty: give the path of a net prototxt", field))
         if os.path.exists(path):
             return files.read_net(path)
         solver = self.path or "the SolverParameter"
+        line = self.path and field_line(_text_of(self.path), field)
+        if line:
+            solver = f"{solver}:{line}"
         message = (f"{path}: net file not found (named by '{field}' in {solver}; relative "
                    f"paths are opened from the current directory {os.getcwd()}, as in Caffe)")
         beside = os.path.join(os.path.dirname(self.path or ""), path)
@@ -233,12 +305,14 @@ class Solver:
         p = self.param
         given = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
         if not given:
-            raise CaffeError("SolverParameter must specify a train net using one of these "
-                             "fields: net, net_param, train_net, train_net_param")
+            raise self.named(SolverParamError(
+                "SolverParameter must specify a train net using one of these fields: net, "
+                "net_param, train_net, train_net_param"))
         if len(given) > 1:
-            raise CaffeError("SolverParameter must not contain more than one of these fields "
-                             f"specifying a train_net: net, net_param, train_net, "
-                             f"train_net_param (got {', '.join(given)})")
+            raise self.named(SolverParamError(
+                "SolverParameter must not contain more than one of these fields specifying "
+                "a train_net: net, net_param, train_net, train_net_param (got "
+                f"{', '.join(given)})", given[1]))
         field = given[0]
         if field == "train_net_param":
             log.info("Creating training net specified in train_net_param.")
@@ -538,7 +612,10 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
     def snapshot(self):
-        """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically)."""
+        """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (atomically),
+        first removing the temporaries of this prefix that a killed run left
+        (:func:`pycaffe_lite.io.files.remove_stale_temporaries`)."""
+        files.remove_stale_temporaries(self.param.snapshot_prefix)
         model_filename = self.snapshot_filename(".caffemodel")
         log.info("Snapshotting to binary proto file %s", model_filename)
         self.net.save(model_filename, write_diff=self.param.snapshot_diff)
@@ -568,6 +645,13 @@ class Solver:
         """Stop the nets' background work (data prefetch threads)."""
         for net in [self.net] + self.test_nets:
             net.close()
+
+
+def _text_of(path):
+    try:
+        return files.read_regular(path, "solver").decode("utf-8", "replace")
+    except CaffeError:
+        return ""
 
 
 def _copy(msg):
