@@ -26,7 +26,7 @@ from pycaffe_lite.io import caffe_io
 from pycaffe_lite.layer import TEST
 from pycaffe_lite.layers.python_layer import python_layers_allowed
 from pycaffe_lite.net import Net
-from pycaffe_lite.tools import classify, convert_imageset, run_tool
+from pycaffe_lite.tools import classify, convert_imageset, convert_mnist_data, parse_log, run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "caffe_lite"
@@ -527,3 +527,81 @@ def test_strict_makes_nan_weights_an_error(capsys, nan_weights, command):
     line = error_line(err)
     assert line.startswith(f"{weights}: layer 'ip' param blob 0 holds 1 NaN"), line
     assert "strict" in line
+
+
+# --- files the tools read: devices, FIFOs, binary lists, gzip bombs ------------------
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("which", ["/dev/zero", "fifo", "folder"])
+def test_image_list_device_fifo_or_folder_refused_not_read_forever(tmp_path, fifo, which):
+    path = {"/dev/zero": "/dev/zero", "fifo": str(fifo), "folder": str(tmp_path)}[which]
+    with pytest.raises(CaffeError, match=rf"{re.escape(path)}: is a .*, not a list file"):
+        caffe_io.read_image_list(path)
+
+
+def test_image_list_binary_file_names_file_and_line(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a.png 1\n\xff\xfe 2\n")
+    with pytest.raises(CaffeError, match=rf"{re.escape(str(listing))}:2: not a text list"):
+        caffe_io.read_image_list(str(listing))
+
+
+@pytest.mark.parametrize("reader", [caffe_io.read_image, caffe_io.load_image])
+def test_image_device_or_fifo_refused_before_opencv_reads_it(fifo, reader):
+    for path in ("/dev/zero", str(fifo)):
+        with pytest.raises(OSError, match=rf"{re.escape(path)}: is a .*, not an image file") \
+                as info:
+            reader(path)
+        assert isinstance(info.value, CaffeError)
+
+
+def test_transformer_errors_are_caffe_errors_and_pycaffes_types():
+    transformer = caffe_io.Transformer({"data": (1, 3, 4, 4)})
+    with pytest.raises(CaffeError, match="Transpose order"):
+        transformer.set_transpose("data", (1, 0))
+    with pytest.raises(ValueError, match="Mean shape invalid") as info:
+        transformer.set_mean("data", numpy.zeros((1, 2, 3, 4)))
+    assert isinstance(info.value, CaffeError)
+
+
+def test_parse_log_device_or_fifo_refused(tmp_path, fifo, caplog):
+    for path in ("/dev/zero", str(fifo)):
+        with caplog.at_level(logging.ERROR, logger="pycaffe_lite"):
+            assert parse_log.main([path, str(tmp_path)]) == 1
+        assert f"parse_log: {path}: is a" in caplog.text and "not a log file" in caplog.text
+
+
+def test_parse_log_keeps_universal_newlines(tmp_path):
+    log_file = tmp_path / "train.log"
+    log_file.write_bytes(b"I1204 10:00:00.000000  1 solver.cpp:1] Solving tiny\r\n"
+                         b"I1204 10:00:01.000000  1 solver.cpp:2] Iteration 0, lr = 0.01\r\n"
+                         b"I1204 10:00:01.000000  1 solver.cpp:3] Iteration 0, loss = 0.5\r\n"
+                         b"I1204 10:00:01.000000  1 solver.cpp:4]     Train net output #0: "
+                         b"loss = 0.5\r\n")
+    train, _ = parse_log.parse_log(str(log_file))
+    assert train and train[0]["loss"] == 0.5
+
+
+def test_convert_mnist_data_device_or_fifo_refused(tmp_path, fifo, caplog):
+    for path in ("/dev/zero", str(fifo)):
+        with caplog.at_level(logging.ERROR, logger="pycaffe_lite"):
+            assert convert_mnist_data.main([path, path, str(tmp_path / "db")]) == 1
+        assert f"{path}: is a" in caplog.text and "not a MNIST idx file" in caplog.text
+    assert not (tmp_path / "db").exists()
+
+
+def test_convert_mnist_data_gzip_bomb_refused(tmp_path, caplog, monkeypatch):
+    import gzip
+    bomb = tmp_path / "bomb.gz"
+    bomb.write_bytes(gzip.compress(bytes(8 << 20)))
+    monkeypatch.setenv("PYCAFFE_LITE_MEMORY_LIMIT", "1M")
+    with caplog.at_level(logging.ERROR, logger="pycaffe_lite"):
+        assert convert_mnist_data.main([str(bomb), str(bomb), str(tmp_path / "db")]) == 1
+    assert f"{bomb}: decompresses to more than the memory limit of 1048576 bytes" in \
+        caplog.text

@@ -14,6 +14,7 @@ Caffe's databases (``util/db``) are in :mod:`pycaffe_lite.io.db`.
 """
 import logging
 import os
+import stat
 
 import numpy
 
@@ -27,6 +28,11 @@ try:  # OpenCV is a dependency; imported lazily-tolerant so the proto helpers wo
     import cv2
 except ImportError:  # pragma: no cover - cv2 is declared in pyproject.toml
     cv2 = None
+
+
+class InputError(CaffeError, ValueError):
+    """What pycaffe's ``caffe.io`` refuses with a ValueError; a CaffeError too, so
+    the tools report it as the user's error, in one line."""
 
 
 def _cv2():
@@ -47,7 +53,7 @@ def blobproto_to_array(blob, return_diff=False):
     try:
         return files.blob_proto_to_array(blob, numpy.float64, return_diff)
     except WeightsError as e:
-        raise ValueError(str(e)) from None  # pycaffe's reshape raises ValueError
+        raise InputError(str(e)) from None  # pycaffe's reshape raises ValueError
 
 
 def array_to_blobproto(arr, diff=None):
@@ -73,7 +79,7 @@ def array_to_datum(arr, label=None):
     """A Datum from a CxHxW array: raw bytes if uint8, else ``float_data``."""
     arr = numpy.asarray(arr)
     if arr.ndim != 3:
-        raise ValueError(f"Incorrect array shape: array_to_datum needs a 3-D (C x H x W) "
+        raise InputError(f"Incorrect array shape: array_to_datum needs a 3-D (C x H x W) "
                          f"array, got shape {arr.shape}")
     datum = caffe_pb2.Datum()
     datum.channels, datum.height, datum.width = (int(d) for d in arr.shape)
@@ -115,7 +121,7 @@ class Transformer:
 
     def __check_input(self, in_):
         if in_ not in self.inputs:
-            raise Exception(f"{in_} is not one of the net inputs: {self.inputs}")
+            raise CaffeError(f"{in_} is not one of the net inputs: {self.inputs}")
 
     def preprocess(self, in_, data):
         """(H' x W' x K) image -> (K x H x W) float32 array for the input ``in_``."""
@@ -167,7 +173,7 @@ class Transformer:
         """Order of dimensions, e.g. (2, 0, 1) turns H x W x C into C x H x W."""
         self.__check_input(in_)
         if len(order) != len(self.inputs[in_]) - 1:
-            raise Exception("Transpose order needs to have the same number of dimensions as "
+            raise CaffeError("Transpose order needs to have the same number of dimensions as "
                             f"the input: got {tuple(order)} for input '{in_}' of shape "
                             f"{tuple(self.inputs[in_])}")
         self.transpose[in_] = order
@@ -176,7 +182,7 @@ class Transformer:
         """Channel order after the transpose, e.g. (2, 1, 0) maps RGB to BGR."""
         self.__check_input(in_)
         if len(order) != self.inputs[in_][1]:
-            raise Exception("Channel swap needs to have the same number of dimensions as the "
+            raise CaffeError("Channel swap needs to have the same number of dimensions as the "
                             f"input channels: got {tuple(order)}, input '{in_}' has "
                             f"{self.inputs[in_][1]} channels")
         self.channel_swap[in_] = order
@@ -194,18 +200,18 @@ class Transformer:
         ms = mean.shape
         if mean.ndim == 1:
             if ms[0] != self.inputs[in_][1]:
-                raise ValueError(f"Mean channels incompatible with input: mean has {ms[0]} "
+                raise InputError(f"Mean channels incompatible with input: mean has {ms[0]} "
                                  f"values, input '{in_}' has {self.inputs[in_][1]} channels")
             mean = mean[:, numpy.newaxis, numpy.newaxis]
         else:
             if len(ms) == 2:
                 ms = (1,) + ms
             if len(ms) != 3:
-                raise ValueError(f"Mean shape invalid: {mean.shape} (expected (K,), (H, W) or "
+                raise InputError(f"Mean shape invalid: {mean.shape} (expected (K,), (H, W) or "
                                  "(K, H, W))")
             in_shape = tuple(self.inputs[in_][1:])
             if ms[0] != in_shape[0]:
-                raise ValueError(f"Mean channels incompatible with input: mean {ms}, input "
+                raise InputError(f"Mean channels incompatible with input: mean {ms}, input "
                                  f"'{in_}' {in_shape}")
             if ms != in_shape:
                 # BVLC master resizes an elementwise mean to the input (the 3x256x256
@@ -237,6 +243,27 @@ def _as_float(img):
     return img.astype(numpy.float64)
 
 
+class ImageFileError(CaffeError, OSError):
+    """An image path that is not a regular file: OpenCV would read a device or a FIFO
+    forever.  An OSError, as pycaffe's load_image raises."""
+
+
+def _check_image_file(filename):
+    """Refuse a device, a FIFO, a socket or a folder, before OpenCV opens it; a
+    missing file is left to the caller (OpenCV returns None)."""
+    filename = files.check_path(filename, "image", ImageFileError)
+    try:
+        mode = os.stat(filename).st_mode
+    except OSError:
+        return filename
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
+                if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "not a regular file")
+        raise ImageFileError(f"{filename}: is {kind}, not an image file")
+    return filename
+
+
 def load_image(filename, color=True):
     """An image as float32 in [0, 1]: H x W x 3 RGB, or H x W x 1 with ``color=False``.
 
@@ -244,7 +271,7 @@ def load_image(filename, color=True):
     alpha channel is dropped.  ``color=False`` converts colour files with
     scikit-image's luminance weights (0.2125 R + 0.7154 G + 0.0721 B).
     """
-    img = _cv2().imread(os.fspath(filename), cv2.IMREAD_UNCHANGED)
+    img = _cv2().imread(_check_image_file(filename), cv2.IMREAD_UNCHANGED)
     if img is None:
         if not os.path.exists(filename):
             raise FileNotFoundError(f"load_image: no such file: {filename}")
@@ -275,7 +302,7 @@ def resize_image(im, new_dims, interp_order=1):
     im = numpy.asarray(im)
     new_h, new_w = int(new_dims[0]), int(new_dims[1])
     if im.ndim != 3:
-        raise ValueError(f"resize_image needs an H x W x K array, got shape {im.shape}")
+        raise InputError(f"resize_image needs an H x W x K array, got shape {im.shape}")
     im_min, im_max = im.min(), im.max()
     if not im_max > im_min:
         # the image is a constant -- as pycaffe, avoid interpolating
@@ -331,7 +358,7 @@ def read_image(filename, height=0, width=0, is_color=True):
     ``height``/``width`` both > 0 resize with bilinear interpolation.
     """
     flag = cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE
-    img = _cv2().imread(os.fspath(filename), flag)
+    img = _cv2().imread(_check_image_file(filename), flag)
     if img is None:
         return None
     if height > 0 and width > 0:
@@ -474,13 +501,16 @@ def read_image_list(path):
     are skipped; a malformed line, or a label outside int32 (Caffe reads an
     int), raises an error naming ``file:line``.
     """
+    path = files.check_path(path, "list file", CaffeError)
+    if not os.path.lexists(path):
+        raise CaffeError(f"list file '{path}' does not exist")
+    data = files.read_regular(path, "list", CaffeError)   # not a device, FIFO, folder
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise CaffeError(f"list file '{path}' does not exist") from None
-    except OSError as e:
-        raise CaffeError(f"cannot read list file '{path}': {e.strerror}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise CaffeError(f"{path}:{line}: not a text list of 'path label' lines (byte "
+                         f"{e.start} is not UTF-8)") from None
     lines = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.rstrip("\r")

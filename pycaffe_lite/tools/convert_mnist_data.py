@@ -8,7 +8,9 @@ pixels with its label, as Caffe's examples/mnist/convert_mnist_data.cpp.
 OUTPUT_DB must not exist.  Flag: -backend {lmdb, leveldb} (gflags style).
 """
 import gzip
+import io
 import logging
+import os
 import sys
 
 import numpy
@@ -16,6 +18,7 @@ from tqdm import tqdm
 
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.flags import Flag
+from pycaffe_lite.io import files
 from pycaffe_lite.tools import run_tool
 
 log = logging.getLogger("pycaffe_lite")
@@ -37,18 +40,31 @@ FLAGS = [Flag("backend", str, "lmdb", "The backend for storing the result")]
 ARGUMENTS = ("INPUT_IMAGE_FILE", "INPUT_LABEL_FILE", "OUTPUT_DB")
 
 
+def _gunzip(data, path):
+    """``data`` decompressed, refused past the memory limit (a gzip bomb)."""
+    from pycaffe_lite import memory
+    limit, source = memory.memory_limit()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            out = f.read(limit + 1) if limit is not None else f.read()
+    except (OSError, EOFError) as e:
+        raise CaffeError(f"{path}: corrupt gzip file: {e}") from None
+    if limit is not None and len(out) > limit:
+        raise CaffeError(f"{path}: decompresses to more than the memory limit of {limit} "
+                         f"bytes ({source})")
+    return out
+
+
 def read_idx(path, magic, what):
     """(header ints after the magic, payload bytes) of an idx file, gzip or not."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CaffeError(f"Unable to open file {path} ({what}): {e.strerror}") from None
+        os.stat(path)
+    except (OSError, ValueError) as e:
+        raise CaffeError(f"Unable to open file {path} ({what}): "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    data = files.read_regular(path, "MNIST idx", CaffeError)  # no device, FIFO, folder
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise CaffeError(f"{path}: corrupt gzip file: {e}") from None
+        data = _gunzip(data, path)
     dims = 3 if magic == IMAGE_MAGIC else 1
     header = 4 * (1 + dims)
     if len(data) < header:

@@ -27,6 +27,7 @@ line counts seconds from its first timestamp.
 import collections
 import csv
 import datetime
+import io
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ import sys
 
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.flags import Flag
+from pycaffe_lite.io import files
 from pycaffe_lite.tools import run_tool
 
 log = logging.getLogger("pycaffe_lite")
@@ -96,10 +98,13 @@ def parse_log(path):
     """``(train_rows, test_rows)``: lists of OrderedDicts (NumIters, Seconds,
     LearningRate, then the outputs), as Caffe's ``parse_log.parse_log``."""
     try:
-        with open(path, errors="replace") as f:
-            lines = f.readlines()
-    except OSError as e:
-        raise CaffeError(f"cannot read the log {path}: {e.strerror}") from None
+        os.stat(path)
+    except (OSError, ValueError) as e:
+        raise CaffeError(f"cannot read the log {path}: {getattr(e, 'strerror', None) or e}") \
+            from None
+    # a regular file only: /dev/zero or a FIFO would be read forever
+    data = files.read_regular(path, "log", CaffeError)
+    lines = io.StringIO(data.decode(errors="replace"), newline=None).readlines()  # as open()
     year = log_created_year(path)
     start_index, start_time = _start_time(lines, year)
     last_time = start_time
