@@ -30,6 +30,10 @@ def _check_4d(layer, bottom):
 
 
 def _make_geometry(layer, in_hw, kernel, stride, pad, round_mode):
+    # Past in + 2*pad every stride gives the same windows (all after the first start
+    # beyond the padded input) and outputs, but the engine's padded layout spans
+    # (out - 1) * stride + kernel: it gets the smallest such stride.
+    stride = tuple(min(s, i + 2 * p + 1) for s, i, p in zip(stride, in_hw, pad))
     geom = PoolGeometry(in_hw, kernel, stride, pad, round_mode)
     if any(o <= 0 for o in geom.out):
         raise layer.error(f"kernel {kernel} is larger than the padded input {in_hw} "

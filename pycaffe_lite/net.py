@@ -128,10 +128,17 @@ def check_param_shapes(shapes, blobs, count_error, shape_error, fits=None):
             raise shape_error(k, shape, blob)
 
 
+# NumPy's ValueErrors for an array it cannot address.
+_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
+
+
 def _in_layer(error, layer, new_blob=None):
     """``error``, raised below ``layer`` (by a Blob, a filler, NumPy), made to name the
-    layer; a memory error the blob too (``new_blob``: what an unnamed one is)."""
+    layer; a memory error the blob too (``new_blob``: what an unnamed one is).  Any
+    other ValueError is returned as it is."""
     where = f"layer '{layer.name}' (type {layer.type})"
+    if isinstance(error, ValueError) and not str(error).startswith(_TOO_BIG):
+        return error
     if not isinstance(error, CaffeError):   # NumPy's or CuPy's, for a buffer of the layer
         error = MemoryLimitError(None, None, None, what=new_blob or "a buffer",
                                  reason=str(error))
@@ -269,7 +276,7 @@ class Net:
             try:
                 layer.set_up(bottoms, tops)
                 tally.add(tops + list(layer.blobs))
-            except (CaffeError, MemoryError) as error:
+            except (CaffeError, MemoryError, ValueError) as error:
                 raise _in_layer(error, layer, f"param blob {len(layer.blobs)}")
             record = LayerRecord(lp.name, layer, list(lp.bottom), list(lp.top), bottoms, tops,
                                  bottom_need_backward=need)
@@ -450,7 +457,7 @@ class Net:
             self._run_hooks("before_forward", i)
             try:
                 loss += record.layer.run_forward(record.bottom_blobs, record.top_blobs)
-            except (CaffeError, MemoryError) as error:
+            except (CaffeError, MemoryError, ValueError) as error:
                 raise _in_layer(error, record.layer)
             self._run_hooks("after_forward", i)
         return loss
@@ -503,7 +510,7 @@ class Net:
         for record in self.records:
             try:
                 record.layer.reshape(record.bottom_blobs, record.top_blobs)
-            except (CaffeError, MemoryError) as error:
+            except (CaffeError, MemoryError, ValueError) as error:
                 raise _in_layer(error, record.layer)
 
     # --- weights -------------------------------------------------------------------

@@ -159,6 +159,43 @@ def test_numpy_memory_error_in_a_layer_becomes_a_memory_limit_error(monkeypatch)
         n.forward_range()
 
 
+def test_numpy_array_too_big_in_a_layer_becomes_a_memory_limit_error(monkeypatch):
+    relu = caffe.layer.layer_class("ReLU")
+
+    def forward(self, bottom, top):
+        numpy.zeros((2 ** 40, 2 ** 40))
+    monkeypatch.setattr(relu, "forward", forward)
+    n = net(input_layer(2, 3) + 'layer { name: "r" type: "ReLU" bottom: "d" top: "r" }')
+    with pytest.raises(MemoryLimitError, match=r"layer 'r' \(type ReLU\): out of memory for "
+                                               r"a buffer \(array is too big"):
+        n.forward_range()
+
+    def forward(self, bottom, top):
+        raise ValueError("something else")
+    monkeypatch.setattr(relu, "forward", forward)
+    with pytest.raises(ValueError, match="^something else$"):     # not ours to rename
+        n.forward_range()
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_pooling_stride_past_the_input_does_not_size_a_buffer_by_it(pool):
+    """A stride of 2**31 - 1 made the engine's padded layout (out - 1) * stride + kernel
+    wide ('array is too big'); every stride past in + 2 * pad pools alike."""
+    def pooled(stride):
+        n = net(input_layer(2, 3, 16, 16) + (
+            'force_backward: true layer { name: "p" type: "Pooling" bottom: "d" top: "p" '
+            f'pooling_param {{ pool: {pool} kernel_size: 3 stride: {stride} }} }}'))
+        n.blobs["d"].data[...] = numpy.random.RandomState(0).randn(2, 3, 16, 16)
+        n.forward_range()
+        n.blobs["p"].diff[...] = 1
+        n.backward_range()
+        return n.blobs["p"].data.copy(), n.blobs["d"].diff.copy()
+    huge, small = pooled(2 ** 31 - 1), pooled(40)
+    assert huge[0].shape == (2, 3, 2, 2)
+    for a, b in zip(huge, small):
+        numpy.testing.assert_array_equal(a, b)
+
+
 def test_guard_runs_only_when_a_blob_is_allocated(monkeypatch):
     """Nothing per forward: the check runs when a reshape changes the element count."""
     n = net(input_layer(4, 3, 8, 8) + (
