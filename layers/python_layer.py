@@ -21,7 +21,9 @@ net from an untrusted prototxt runs whatever module it names.  Each Python
 layer logs (INFO) its module and file when it is created.  Inside
 ``with python_layers_allowed(False):`` (what ``Net(..., allow_python_layers=False)``
 and ``caffe_lite --no-python-layers`` do) a Python layer is refused when the net
-is built, naming the layer and the module, before anything is imported.
+is built, naming the layer and the module, before anything is imported.  The
+setting is a context variable: a thread started inside the block has its own
+(the default, allowed).
 """
 import contextlib
 import contextvars
@@ -39,6 +41,13 @@ from pycaffe_lite.layer import TRAIN, Layer, register
 log = logging.getLogger("pycaffe_lite")
 
 _ALLOWED = contextvars.ContextVar("pycaffe_lite_python_layers_allowed", default=True)
+_USER_FILES = set()     # the files of the modules Python layers were created from
+
+
+def user_module_files():
+    """The absolute paths of the modules Python layers came from (the user's code:
+    an exception raised there is not a bug of pycaffe_lite)."""
+    return frozenset(_USER_FILES)
 
 
 def python_layers_allowed_now():
@@ -140,6 +149,10 @@ def _user_class(param):
         raise LayerError(where, f"python_param.layer '{pp.layer}' in module '{pp.module}' must "
                                 f"be a class derived from pycaffe_lite.Layer (caffe.Layer), "
                                 f"got {user_cls!r}")
+    source = getattr(sys.modules.get(user_cls.__module__), "__file__", None)
+    for path in (getattr(module, "__file__", None), source):
+        if path:
+            _USER_FILES.add(os.path.abspath(path))
     log.info("Python layer '%s': class %s from module %s (%s)", param.name, pp.layer,
              pp.module, getattr(module, "__file__", None) or "no file")
     return user_cls

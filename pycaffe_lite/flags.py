@@ -179,7 +179,7 @@ def report_error(prog, message, usage=None, status=1, debug=None):
     ``debug`` (default: :func:`debug_requested` from the environment) adds the
     traceback of the exception being handled, before the line.
     """
-    if debug if debug is not None else debug_requested():
+    if (debug if debug is not None else debug_requested()) and sys.exc_info()[0] is not None:
         traceback.print_exc()
     sys.stderr.write(f"{prog}: error: {message}\n")
     if usage:
@@ -188,22 +188,47 @@ def report_error(prog, message, usage=None, status=1, debug=None):
     return status
 
 
-def bug_message(exc):
-    """The one line for ``exc``, an exception no check of ours caught: a bug.
+def _our_dirs():
+    """The folders of pycaffe_lite's own code (the package, its layers)."""
+    from . import layers
+    return tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                 for m in (sys.modules[__package__], layers))
 
-    Names the exception, its message, the innermost place it was raised, and
-    where to report it."""
+
+def _tb_frames(exc):
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames
+
+
+def bug_message(exc):
+    """The one line for ``exc``, an exception no check of ours caught.
+
+    Raised in a Python layer's module (the user's code): an error there, named
+    with its file and line.  Else a bug in pycaffe_lite: the exception, its
+    message, the innermost place in our code it was raised, where to report it."""
+    from .layers.python_layer import user_module_files
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return f"internal error, a bug in pycaffe_lite: {detail}{where}; {BUG_REPORT}"
-
-
-def report_bug(prog, exc, debug=None):
-    """Write :func:`bug_message` as ``<prog>: error: ...`` (the traceback first with
-    ``debug``, default :func:`debug_requested`); returns 1, the exit status."""
-    return report_error(prog, bug_message(exc), status=1, debug=debug)
+    ours, users = _our_dirs(), user_module_files()
+    for frame, tb_frame in zip(reversed(frames), reversed(_tb_frames(exc))):
+        # innermost first; library frames (NumPy, the stdlib) are skipped
+        where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
+        if os.path.abspath(frame.filename) in users:
+            layer = getattr(tb_frame.f_locals.get("self"), "name", None)
+            named = f"layer '{layer}' (type Python): " if isinstance(layer, str) else ""
+            return (f"{named}Python layer code failed: {detail} (at {frame.filename}:"
+                    f"{frame.lineno})")
+        if os.path.abspath(frame.filename).startswith(ours):
+            break
+    else:
+        where = (f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"
+                 if frames else None)
+    at = f" (at {where})" if where else ""
+    return f"internal error, a bug in pycaffe_lite: {detail}{at}; {BUG_REPORT}"
 
 
 def run_reporting(prog, run, flags, fail=None, usage_status=1):

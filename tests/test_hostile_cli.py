@@ -179,8 +179,9 @@ def test_cli_internal_exception_is_one_line_saying_bug(capsys, buggy_command, mo
     status, _, err = run_main(capsys, "time", "--model=x")
     assert status == 1
     line = error_line(err)
+    # the place named is the innermost frame of our code (here: the CLI that called it)
     assert line.startswith("internal error, a bug in pycaffe_lite: KeyError: 'no such key' "
-                           "(at test_hostile_cli.py:"), line
+                           "(at cli.py:"), line
     assert "report it" in line and "--debug" in line
 
 
@@ -471,6 +472,20 @@ def test_cli_no_python_layers_refuses_at_net_build(capsys, untrusted, tmp_path, 
     assert line.startswith("layer 'mystery' (type Python): Python layers are disabled"), line
     assert f"'{name}'" in line
     assert not mark.exists()
+
+
+def test_python_layer_code_failing_is_the_users_error_not_a_bug(capsys, untrusted):
+    model, weights, _, name = untrusted
+    module = Path(str(model)).parent / f"{name}.py"
+    module.write_text(PYTHON_MODULE.replace("top[0].data[...] = bottom[0].data",
+                                            "raise ValueError('user code broke')"))
+    status, _, err = run_main(capsys, "test", f"--model={model}", f"--weights={weights}",
+                              "--iterations=1")
+    assert status == 1
+    line = error_line(err)
+    assert line.startswith("layer 'mystery' (type Python): Python layer code failed: "
+                           f"ValueError: user code broke (at {module}:"), line
+    assert "bug" not in line
 
 
 def test_cli_python_layers_run_without_the_flag(capsys, untrusted):
