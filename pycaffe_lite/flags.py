@@ -14,8 +14,9 @@ spell flags in any of these ways, all accepted here:
 so does an ``int32`` flag whose value does not fit in 32 bits (as gflags
 refuses it).
 
-Errors: :func:`report_error` prints a user's mistake as one line,
-:func:`report_bug` an unexpected exception as one line saying it is a bug;
+Errors: :func:`run_reporting` runs a program's body and turns every exception
+into one line: :func:`report_error` prints a user's mistake, :func:`bug_message`
+says an unexpected exception is a bug (or the user's Python layer failing);
 the traceback only with ``--debug``, ``-v 1`` (glog's verbosity), ``GLOG_v=1``
 or ``PYCAFFE_LITE_DEBUG=1`` (:func:`debug_requested`).
 """
