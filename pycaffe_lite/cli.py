@@ -27,9 +27,11 @@ and ``--model x`` are the same; booleans take ``--flag``, ``--noflag`` or
 ``--flag=false``; ``--batch-size`` is ``--batch_size``.  Flags may come before
 or after the command (``--help`` says so too).  Every user error (a
 :class:`~pycaffe_lite.errors.CaffeError`, a bad flag) ends the run with one line
-``caffe_lite: error: <message>`` and exit status 1; any other exception is a
-bug: one line ``caffe_lite: error: internal error, a bug in pycaffe_lite: ...``
-naming the exception and where to report it, exit status 1.  The traceback
+``caffe_lite: error: <message>`` and exit status 1; so does running out of
+memory, an OS error (naming the file) or a Python layer's own code failing
+(naming the layer and the file and line).  Any other exception is a bug: one
+line ``caffe_lite: error: internal error, a bug in pycaffe_lite: ...`` naming
+the exception, where in our code, and where to report it, exit status 1.  The traceback
 comes with ``--debug``, ``-v 1`` (glog's verbosity), ``GLOG_v=1`` or
 ``PYCAFFE_LITE_DEBUG=1``.  An int32 flag (``--level``, ``--iterations``, ...)
 out of int32 range is a usage error.
