@@ -195,6 +195,8 @@ class Net:
         self.source = net_param if isinstance(net_param, str) else "<NetParameter>"
         if isinstance(net_param, str):
             net_param = files.read_net(net_param)
+        else:                       # read_net checks a file's: NUL bytes in path fields
+            files.check_path_fields(net_param, self.source)
         if not -2 ** 31 <= level < 2 ** 31:     # NetState.level is an int32
             raise NetError(f"level {level} is out of range: an int32 is -2147483648 to "
                            "2147483647")

@@ -14,6 +14,7 @@ import threading
 
 import numpy
 import pytest
+from google.protobuf import text_format
 
 import pycaffe_lite as caffe
 from pycaffe_lite import memory
@@ -163,6 +164,14 @@ def test_nul_byte_in_a_path_field_names_file_layer_and_field(tmp_path, field):
     layer = re.search(r'name: "(\w+)"', DATA_LAYERS[field]).group(1)
     assert str(e.value).startswith(f"{path}: layer '{layer}': {field}: the path "
                                    "'list\\x00.txt' holds a NUL byte"), e.value
+
+
+@pytest.mark.parametrize("field", sorted(DATA_LAYERS))
+def test_nul_byte_in_a_path_field_of_a_netparameter_given_to_the_api(field):
+    param = text_format.Parse(DATA_LAYERS[field].format(r"list\000.txt"),
+                              caffe_pb2.NetParameter())
+    with pytest.raises(ParseError, match=f"^<NetParameter>: layer '\\w+': {field}: the path"):
+        caffe.Net(param, caffe.TRAIN)
 
 
 def test_nul_byte_in_net_weights_and_mean_paths_given_to_the_api(tiny):
@@ -484,6 +493,35 @@ def test_empty_net_field_in_a_solver_names_the_solver_not_an_empty_file(tmp_path
     with pytest.raises(SolverParamError, match=re.escape(
             f"{solver}:1: 'net' is empty: give the path of a net prototxt")):
         get_solver(str(solver))
+
+
+def test_unknown_solver_type_names_the_solver_file_and_line(tmp_path, tiny):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(SOLVER.format(net=tiny) + 'type: "Sideways"\n')
+    with pytest.raises(SolverParamError, match=re.escape(
+            f"{solver}:5: unknown solver type 'Sideways'")):
+        get_solver(str(solver))
+
+
+def test_net_field_naming_a_directory_names_the_solver_and_field(tmp_path):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(SOLVER.format(net=tmp_path))
+    with pytest.raises(ParseError, match=re.escape(
+            f"{tmp_path}: is a directory, not a net file (named by 'net' in {solver}:1)")):
+        get_solver(str(solver))
+
+
+def test_snapshot_into_a_vanished_folder_names_the_file_and_the_solver(tmp_path, tiny):
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(SOLVER.format(net=tiny) + f'snapshot_prefix: "{folder}/tiny"\n')
+    trainer = get_solver(str(solver))
+    folder.rmdir()
+    with pytest.raises(files.WriteError, match=re.escape(
+            f"{folder}/tiny_iter_0.caffemodel: cannot write the file: the folder {folder} "
+            f"does not exist (snapshot_prefix of {solver}:5)")):
+        trainer.snapshot()
 
 
 def test_solver_errors_through_the_cli_exit_1_naming_the_solver(tmp_path, tiny, capsys):

@@ -48,6 +48,21 @@ class SolverParamError(CaffeError):
 _TOKEN = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|#[^\n]*|\n|[\w.]+|\S')
 
 
+def named_error(error, path):
+    """The :class:`SolverParamError` ``error`` with the solver file ``path`` (and the
+    line of its field when the file sets it) in front; as it is without a path."""
+    if not path or error.named:
+        return error
+    where = path
+    if error.field:
+        line = field_line(_text_of(path), error.field)
+        if line:
+            where = f"{path}:{line}"
+    named = SolverParamError(f"{where}: {error}", error.field)
+    named.named = True
+    return named
+
+
 def field_line(text, field):
     """The line (1-based) of prototxt ``text`` where top-level ``field`` is first
     set, or None."""
@@ -75,7 +90,7 @@ class SolverAction:
     SNAPSHOT = 2
 
 
-SOLVERS = Registry("solver", CaffeError)
+SOLVERS = Registry("solver", SolverParamError)
 register_solver = SOLVERS.register      # @register_solver("SGD"): the solver for type "SGD"
 solver_type_list = SOLVERS.type_list
 solver_class = SOLVERS.lookup
@@ -100,7 +115,12 @@ def create_solver(path_or_param, **kwargs):
     param, path = read_solver(path_or_param)
     if path is not None:
         kwargs.setdefault("path", path)
-    return solver_class(param.type)(param, **kwargs)
+    try:
+        cls = solver_class(param.type)
+    except SolverParamError as e:
+        e.field = "type"
+        raise named_error(e, path) from None
+    return cls(param, **kwargs)
 
 
 def get_solver(path_or_param, **kwargs):
@@ -191,16 +211,7 @@ class Solver:
     def named(self, error):
         """``error`` (a :class:`SolverParamError`) with the solver file, and the line
         of its field when the file sets it, in front."""
-        if not self.path or error.named:
-            return error
-        where = self.path
-        if error.field:
-            line = field_line(_text_of(self.path), error.field)
-            if line:
-                where = f"{self.path}:{line}"
-        named = SolverParamError(f"{where}: {error}", error.field)
-        named.named = True
-        return named
+        return named_error(error, self.path)
 
     @contextlib.contextmanager
     def naming_errors(self):
@@ -275,8 +286,8 @@ class Solver:
                                    "is writeable.", "snapshot_prefix") from None
 
     def _read_net_file(self, path, field):
-        """The net a solver field names; a missing file is named with the solver
-        that named it and the directory it was looked for in.
+        """The net a solver field names; a file that is missing (or not a file) is
+        named with the solver that named it and the directory it was looked for in.
 
         Caffe opens the path from the current directory, not from the solver's
         folder: a solver run from elsewhere is the usual reason, so say so.
@@ -284,12 +295,16 @@ class Solver:
         if not path:
             raise self.named(SolverParamError(
                 f"'{field}' is empty: give the path of a net prototxt", field))
-        if os.path.exists(path):
-            return files.read_net(path)
         solver = self.path or "the SolverParameter"
         line = self.path and field_line(_text_of(self.path), field)
         if line:
             solver = f"{solver}:{line}"
+        if os.path.exists(path):
+            try:
+                files.regular_file(path, "net")
+            except ParseError as e:
+                raise ParseError(f"{e} (named by '{field}' in {solver})") from None
+            return files.read_net(path)
         message = (f"{path}: net file not found (named by '{field}' in {solver}; relative "
                    f"paths are opened from the current directory {os.getcwd()}, as in Caffe)")
         beside = os.path.join(os.path.dirname(self.path or ""), path)
@@ -618,8 +633,14 @@ class Solver:
         files.remove_stale_temporaries(self.param.snapshot_prefix)
         model_filename = self.snapshot_filename(".caffemodel")
         log.info("Snapshotting to binary proto file %s", model_filename)
-        self.net.save(model_filename, write_diff=self.param.snapshot_diff)
-        self.snapshot_solver_state(model_filename)
+        try:
+            self.net.save(model_filename, write_diff=self.param.snapshot_diff)
+            self.snapshot_solver_state(model_filename)
+        except files.WriteError as e:
+            if self.path:
+                line = field_line(_text_of(self.path), "snapshot_prefix")
+                e.args = (f"{e} (snapshot_prefix of {self.path}{f':{line}' if line else ''})",)
+            raise
         return model_filename
 
     def snapshot_solver_state(self, model_filename):
