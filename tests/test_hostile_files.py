@@ -228,6 +228,15 @@ def test_write_into_a_read_only_folder_names_the_file_and_the_reason(
         files.write_text_proto(str(target), caffe_pb2.NetParameter(name="x"))
 
 
+def test_save_onto_a_directory_names_it_and_leaves_no_temporary(tmp_path, tiny):
+    target = tmp_path / "x.caffemodel"
+    target.mkdir()
+    with pytest.raises(files.WriteError, match=f"^{target}: cannot write the file: it is a "
+                                               "directory$"):
+        caffe.Net(str(tiny), caffe.TEST).save(str(target))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp_")]
+
+
 def test_disk_full_while_writing_leaves_nothing_and_names_the_file(tmp_path):
     target = tmp_path / "x.bin"
     with pytest.raises(files.WriteError, match=f"^{target}: cannot write the file: No space"):

@@ -1,7 +1,8 @@
 """Reading and writing Caffe files, and pycaffe's ``caffe.io`` helpers.
 
-``files``: prototxt / caffemodel / solver / binaryproto readers and atomic
-writers; ``upgrade``: old formats to V2 in memory; ``db``: LMDB / LevelDB
+``files``: prototxt / caffemodel / solver / binaryproto readers (regular files
+only, path fields checked, NaN/inf weights reported: ``set_strict_weights``) and
+atomic writers (``WriteError``, ``remove_stale_temporaries``); ``upgrade``: old formats to V2 in memory; ``db``: LMDB / LevelDB
 databases; ``caffe_io``: pycaffe's ``caffe.io`` functions, re-exported here so
 ``caffe.io.load_image`` works as in pycaffe.
 """

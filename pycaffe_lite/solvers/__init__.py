@@ -29,6 +29,8 @@ API summary (for the CLI, tools and examples built on top)::
                                          pass and test, "Optimization Done."
     solver.restore("x.solverstate")      resume (weights, iter, current_step, history)
     solver.snapshot()                    write <prefix>_iter_N.caffemodel + .solverstate
+                                         (first removing the .tmp_<pid>_<prefix>_iter_*
+                                         files of writers that are gone)
     solver.test_all() / solver.test(i)   run the test net(s); test() returns
                                          {output name: [mean values]}
     solver.apply_update()                lr policy, clip, normalise, regularise, rule
@@ -44,6 +46,8 @@ API summary (for the CLI, tools and examples built on top)::
     solvers.SignalHandler(sigint_effect, sighup_effect)   # "stop" / "snapshot" / "none";
         with SignalHandler(...) as h: solver.action_request = h.check   # restores handlers
     solvers.solver_type_list()           registered type strings
+    solvers.SolverParamError             a setting that cannot work; its message begins
+                                         with the solver file and the field's line
     solvers.learning_rate(param, iter, current_step) -> (rate, current_step)
 
 Log lines are Caffe's ("Iteration N, loss = X", "    Train net output #k: ...",
