@@ -275,11 +275,18 @@ class Net:
                 tops += [Blob((), xp=self.xp, dtype=self.dtype)
                          for _ in range(needed - len(tops))]
             log_wiring(lp, len(tops) - len(lp.top))
+            in_place = {j: bottoms[j].shape for j in range(len(bottoms))
+                        if j < len(tops) and tops[j] is bottoms[j]}
             try:
                 layer.set_up(bottoms, tops)
                 tally.add(tops + list(layer.blobs))
             except (CaffeError, MemoryError, ValueError) as error:
                 raise _in_layer(error, layer, f"param blob {len(layer.blobs)}")
+            for j, shape in in_place.items():
+                if tops[j].shape != shape:
+                    raise NetError(f"layer '{lp.name}' (type {lp.type}) cannot run in place: "
+                                   f"its top '{lp.top[j]}' has shape {tops[j].shape}, its bottom "
+                                   f"had {shape}; give the top a name of its own")
             record = LayerRecord(lp.name, layer, list(lp.bottom), list(lp.top), bottoms, tops,
                                  bottom_need_backward=need)
             memory = log_set_up(record, memory, self.dtype.itemsize)

@@ -328,6 +328,18 @@ def test_propagate_down_on_a_layer_without_bottoms_is_refused():
         net(text)
 
 
+def test_in_place_layer_that_changes_the_shape_is_refused():
+    """Found by fuzzing: Pooling written in place (top: "data") shrank its own bottom,
+    then its forward broadcast a 3x3 into a 1x1 (a NumPy ValueError)."""
+    with pytest.raises(NetError, match=r"layer 'pool' \(type Pooling\) cannot run in place: "
+                                       r"its top 'd' has shape \(2, 3, 3, 3\), its bottom had "
+                                       r"\(2, 3, 7, 7\)"):
+        net(input_layer(2, 3, 7, 7) + 'layer { name: "pool" type: "Pooling" bottom: "d" '
+                                      'top: "d" pooling_param { kernel_size: 3 stride: 2 } }')
+    assert net(input_layer(2, 3) + 'layer { name: "r" type: "ReLU" bottom: "d" top: "d" }'
+               ).blobs["d"].shape == (2, 3)
+
+
 # --- data layers -----------------------------------------------------------------------
 
 def write_lmdb(path, datums):
