@@ -26,7 +26,8 @@ from pycaffe_lite.io import caffe_io
 from pycaffe_lite.layer import TEST
 from pycaffe_lite.layers.python_layer import python_layers_allowed
 from pycaffe_lite.net import Net
-from pycaffe_lite.tools import classify, convert_imageset, convert_mnist_data, parse_log, run_tool
+from pycaffe_lite.tools import (classify, convert_imageset, convert_mnist_data, detect,
+                                parse_log, run_tool)
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "caffe_lite"
@@ -620,3 +621,50 @@ def test_convert_mnist_data_gzip_bomb_refused(tmp_path, caplog, monkeypatch):
         assert convert_mnist_data.main([str(bomb), str(bomb), str(tmp_path / "db")]) == 1
     assert f"{bomb}: decompresses to more than the memory limit of 1048576 bytes" in \
         caplog.text
+
+
+# --- detect: windows and context padding ---------------------------------------------
+
+@pytest.fixture
+def detector_files(tmp_path):
+    model = tmp_path / "det.prototxt"
+    model.write_text('layer { name: "data" type: "Input" top: "data" '
+                     'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+                     'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                     'inner_product_param { num_output: 2 } }\n')
+    weights = tmp_path / "det.caffemodel"
+    Net(str(model), phase=TEST).save(str(weights))
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), numpy.full((20, 30, 3), 100, numpy.uint8))
+    flags = ["--crop_mode", "list", "--model_def", str(model), "--pretrained_model",
+             str(weights), "--mean_file", "", "--context_pad", "0"]
+    return image, flags
+
+
+@pytest.mark.parametrize("coords", ["1e309,0,5,5", "10,10,0,0", "5,5,5,5", "-9,-9,-1,-1"])
+def test_detect_bad_window_names_the_line(detector_files, tmp_path, capsys, coords):
+    image, flags = detector_files
+    windows = tmp_path / "w.csv"
+    windows.write_text(f"filename,xmin,ymin,xmax,ymax\n{image},0,0,8,8\n{image},{coords}\n")
+    assert detect.main([str(windows), str(tmp_path / "out.csv")] + flags) == 1
+    line = error_line(capsys.readouterr().err, prog="detect")
+    assert line.startswith(f"{windows}:3: "), line
+
+
+def test_detect_context_pad_past_half_the_input(detector_files, tmp_path, capsys):
+    image, flags = detector_files
+    windows = tmp_path / "w.csv"
+    windows.write_text(f"filename,xmin,ymin,xmax,ymax\n{image},0,0,8,8\n")
+    assert detect.main([str(windows), str(tmp_path / "out.csv")] + flags[:-1] + ["4"]) == 1
+    assert error_line(capsys.readouterr().err, prog="detect") == (
+        "--context_pad 4: must be at least 0 and less than half the net's input size "
+        "(8 pixels)")
+    assert detect.main([str(windows), str(tmp_path / "out.csv")] + flags[:-1] + ["3"]) == 0
+
+
+@pytest.mark.parametrize("shape,dims", [((0, 0, 3), (8, 8)), ((4, 4, 3), (0, 8))])
+def test_resize_image_empty_is_a_clear_error(shape, dims):
+    with pytest.raises(ValueError, match="resize_image: cannot resize an image of shape") \
+            as info:
+        caffe_io.resize_image(numpy.zeros(shape, numpy.float32), dims)
+    assert isinstance(info.value, CaffeError)

@@ -303,6 +303,9 @@ def resize_image(im, new_dims, interp_order=1):
     new_h, new_w = int(new_dims[0]), int(new_dims[1])
     if im.ndim != 3:
         raise InputError(f"resize_image needs an H x W x K array, got shape {im.shape}")
+    if not im.size or new_h < 1 or new_w < 1:
+        raise InputError(f"resize_image: cannot resize an image of shape {im.shape} to "
+                         f"{new_h} x {new_w} (empty image or size)")
     im_min, im_max = im.min(), im.max()
     if not im_max > im_min:
         # the image is a constant -- as pycaffe, avoid interpolating

@@ -37,10 +37,15 @@ def read_windows(path):
     for line, row in enumerate(rows, start=2):
         try:
             box = [int(float(row[c])) for c in COORD_COLS]
-            windows.setdefault(row["filename"], []).append(box)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):   # OverflowError: inf
             raise CaffeError(f"{path}:{line}: expected filename,xmin,ymin,xmax,ymax values "
                              "under a header naming them") from None
+        ymin, xmin, ymax, xmax = box
+        if not (0 <= xmin < xmax and 0 <= ymin < ymax):
+            # a negative coordinate would index from the image's far edge
+            raise CaffeError(f"{path}:{line}: window xmin={xmin} ymin={ymin} xmax={xmax} "
+                             f"ymax={ymax}: needs 0 <= xmin < xmax and 0 <= ymin < ymax")
+        windows.setdefault(row["filename"], []).append(box)
     return list(windows.items())
 
 
@@ -63,6 +68,15 @@ def write_detections(path, detections):
                 h5["filename"] = numpy.array(names, dtype=h5py.string_dtype())
                 h5["window"] = windows
                 h5["prediction"] = predictions
+
+
+def check_context_pad(detector, context_pad):
+    """A context pad of half the input or more leaves no room for the window (the
+    grown box's scale would be infinite or negative)."""
+    size = int(min(detector.crop_dims[:2]))
+    if not 0 <= 2 * context_pad < size:
+        raise CaffeError(f"--context_pad {context_pad}: must be at least 0 and less than half "
+                         f"the net's input size ({size} pixels)")
 
 
 def main(argv=None):
@@ -99,7 +113,9 @@ def main(argv=None):
             if not args.input_file.lower().endswith(".csv"):
                 raise CaffeError(f"{args.input_file}: --crop_mode list needs a .csv of "
                                  "windows (filename,xmin,ymin,xmax,ymax)")
-            detections = detector.detect_windows(read_windows(args.input_file))
+            windows = read_windows(args.input_file)
+            check_context_pad(detector, args.context_pad)
+            detections = detector.detect_windows(windows)
         else:
             with open(args.input_file) as f:
                 names = [line.strip() for line in f if line.strip()]
