@@ -668,3 +668,35 @@ def test_resize_image_empty_is_a_clear_error(shape, dims):
             as info:
         caffe_io.resize_image(numpy.zeros(shape, numpy.float32), dims)
     assert isinstance(info.value, CaffeError)
+
+
+# --- classify: scales, image dims, channel swap ----------------------------------------
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--raw_scale", "nan"], "argument --raw_scale: 'nan' is not a finite number"),
+    (["--input_scale", "inf"], "argument --input_scale: 'inf' is not a finite number"),
+    (["--images_dim", "1"], "--images_dim 1: expected height,width (two positive integers)"),
+    (["--images_dim=-5,5"], "--images_dim -5,5: expected height,width"),
+])
+def test_classify_bad_numbers_are_usage_errors(detector_files, tmp_path, capsys, extra, needle):
+    image, flags = detector_files
+    with pytest.raises(SystemExit) as info:
+        classify.main([str(image), str(tmp_path / "out")] + flags[2:-2] + extra)
+    assert info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_classify_channel_swap_out_of_range(detector_files, tmp_path, capsys):
+    image, flags = detector_files
+    assert classify.main([str(image), str(tmp_path / "out")] + flags[2:-2]
+                         + ["--channel_swap", "5,5,5"]) == 1
+    assert error_line(capsys.readouterr().err, prog="classify") == (
+        "Channel swap (5, 5, 5) for input 'data': every entry must be a channel index, 0 to 2")
+
+
+def test_transformer_channel_swap_indices_checked():
+    transformer = caffe_io.Transformer({"data": (1, 3, 4, 4)})
+    with pytest.raises(CaffeError, match=r"Channel swap \(0, 1, 3\) for input 'data'"):
+        transformer.set_channel_swap("data", (0, 1, 3))
+    transformer.set_channel_swap("data", (2, 1, 0))
+    assert transformer.channel_swap["data"] == (2, 1, 0)

@@ -185,6 +185,10 @@ class Transformer:
             raise CaffeError("Channel swap needs to have the same number of dimensions as the "
                             f"input channels: got {tuple(order)}, input '{in_}' has "
                             f"{self.inputs[in_][1]} channels")
+        channels = self.inputs[in_][1]
+        if not all(isinstance(k, (int, numpy.integer)) and 0 <= k < channels for k in order):
+            raise CaffeError(f"Channel swap {tuple(order)} for input '{in_}': every entry must "
+                             f"be a channel index, 0 to {channels - 1}")
         self.channel_swap[in_] = order
 
     def set_raw_scale(self, in_, scale):

@@ -10,6 +10,7 @@ mean), looked up from the current folder; a mean may also be a ``.binaryproto``.
 """
 import argparse
 import glob
+import math
 import os
 import sys
 import time
@@ -51,6 +52,18 @@ def load_mean(path):
         raise CaffeError(f"{path}: cannot read the mean (.npy or .binaryproto): {e}") from None
 
 
+def finite_float(text):
+    """argparse's type for a scale: a finite number (NaN or inf would make every
+    prediction NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
 def add_preprocessing_flags(parser, mean_help):
     """The flags classify and detect share (BVLC's spellings and defaults)."""
     parser.add_argument("--model_def", help="Model definition file (default: BVLC's "
@@ -60,9 +73,9 @@ def add_preprocessing_flags(parser, mean_help):
     parser.add_argument("--gpu", action="store_true", help="Switch for gpu computation.")
     parser.add_argument("--mean_file", help=mean_help + f" (default: {DEFAULT_MEAN}). Set "
                         "to '' for no mean subtraction.")
-    parser.add_argument("--input_scale", type=float,
+    parser.add_argument("--input_scale", type=finite_float,
                         help="Multiply input features by this scale to finish preprocessing.")
-    parser.add_argument("--raw_scale", type=float, default=255.0,
+    parser.add_argument("--raw_scale", type=finite_float, default=255.0,
                         help="Multiply raw input by this scale before preprocessing.")
     parser.add_argument("--channel_swap", default="2,1,0",
                         help="Order to permute input channels. The default converts RGB -> "
@@ -133,7 +146,10 @@ def main(argv=None):
     try:
         image_dims = [int(s) for s in args.images_dim.split(",")]
     except ValueError:
-        parser.error(f"--images_dim {args.images_dim}: expected height,width")
+        image_dims = []
+    if len(image_dims) != 2 or min(image_dims) < 1:
+        parser.error(f"--images_dim {args.images_dim}: expected height,width (two positive "
+                     "integers)")
 
     def body():
         import pycaffe_lite as caffe
