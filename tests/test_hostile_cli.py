@@ -700,3 +700,28 @@ def test_transformer_channel_swap_indices_checked():
         transformer.set_channel_swap("data", (0, 1, 3))
     transformer.set_channel_swap("data", (2, 1, 0))
     assert transformer.channel_swap["data"] == (2, 1, 0)
+
+
+# --- compute_image_mean: hostile Datums ---------------------------------------------
+
+def _lmdb_of(path, datums):
+    import lmdb
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, datum in enumerate(datums):
+            txn.put(b"%08d" % i, datum.SerializeToString())
+    env.close()
+    return path
+
+
+@pytest.mark.parametrize("shape", [(3, -1, 5), (0, 0, 0), (3, 2 ** 30, 2 ** 30), (1, 2, 3)])
+def test_compute_image_mean_first_datum_shape_checked(tmp_path, caplog, shape):
+    from pycaffe_lite.proto import caffe_pb2
+    from pycaffe_lite.tools import compute_image_mean
+    channels, height, width = shape
+    db = _lmdb_of(tmp_path / "db", [caffe_pb2.Datum(channels=channels, height=height,
+                                                    width=width, data=bytes(15))])
+    with caplog.at_level(logging.ERROR, logger="pycaffe_lite"):
+        assert compute_image_mean.main([str(db)]) == 1
+    assert (f"record '00000000' of {db}: its shape {channels} x {height} x {width} "
+            "(channels x height x width) does not fit its 15 values") in caplog.text

@@ -55,9 +55,14 @@ def compute_mean(input_db, backend="lmdb"):
         datum.ParseFromString(first[1])
         if datum.encoded:
             log.info("Decoding Datum")
-        _pixels(datum, first[0].decode(errors="replace"))
+        first_key = first[0].decode(errors="replace")
+        values = _pixels(datum, first_key).size
         channels, height, width = datum.channels, datum.height, datum.width
         data_size = channels * height * width
+        if min(channels, height, width) < 1 or values != data_size:
+            raise CaffeError(f"record {first_key!r} of {input_db}: its shape {channels} x "
+                             f"{height} x {width} (channels x height x width) does not fit "
+                             f"its {values} values (every dim must be at least 1)")
         total = numpy.zeros(data_size, dtype=numpy.float32)
         count = 0
         log.info("Starting iteration")
@@ -71,7 +76,8 @@ def compute_mean(input_db, backend="lmdb"):
                 raise CaffeError(f"record {key!r} of {input_db} is not a Datum") from None
             pixels = _pixels(datum, key)
             if pixels.size != data_size:
-                raise CaffeError(f"record {key!r}: Incorrect data field size {pixels.size}, "
+                raise CaffeError(f"record {key!r} of {input_db}: Incorrect data field size "
+                                 f"{pixels.size}, "
                                  f"expected {data_size} ({channels} x {height} x {width}, the "
                                  "first record's size)")
             total += pixels  # float32 accumulation, as Caffe's BlobProto sum
