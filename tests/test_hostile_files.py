@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import numpy
 import pytest
@@ -263,33 +264,46 @@ def _dead_pid():
 
 
 def test_stale_temporaries_of_the_prefix_are_removed_and_live_ones_kept(tmp_path, caplog):
+    """Two trainings may share a folder: only a gone writer's temporaries go."""
     caplog.set_level(logging.INFO, logger="pycaffe_lite")
-    dead, alive = _dead_pid(), os.getppid()
-    names = {
-        f".tmp_{dead}_snap_iter_8.caffemodel.abc_1234": False,      # killed writer: removed
-        f".tmp_{os.getpid()}_snap_iter_4.solverstate.zzzzzzzz": False,  # us, not writing it
-        f".tmp_{alive}_snap_iter_12.caffemodel.abcdefgh": True,     # a live writer's
-        f".tmp_{dead}_other_iter_8.caffemodel.abcdefgh": True,      # another prefix
-        f".tmp_{dead}_snapshot_iter_8.caffemodel.abcdefgh": True,   # 'snap' is not 'snapshot'
-        ".tmp_abcdefgh": True,                                      # not one of ours
-        "snap_iter_4.caffemodel": True,
-    }
-    for name in names:
-        (tmp_path / name).write_bytes(b"partial")
-    removed = files.remove_stale_temporaries(str(tmp_path / "snap"))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        dead, host, me = _dead_pid(), files._HOST, os.getpid()
+        names = {
+            f".tmp_{dead}@{host}_snap_iter_8.caffemodel.abc_1234": False,  # killed writer's
+            f".tmp_{me}@{host}_snap_iter_4.solverstate.zzzzzzzz": False,   # ours, not open
+            f".tmp_{live.pid}@{host}_snap_iter_12.caffemodel.abcdefgh": True,  # a live writer's
+            f".tmp_{dead}@{host}_other_iter_8.caffemodel.abcdefgh": True,  # another prefix's
+            f".tmp_{dead}@{host}_snapshot_iter_8.caffemodel.abcdefgh": True,  # not 'snap_iter_'
+            f".tmp_{dead}@elsewhere_snap_iter_8.caffemodel.abcdefgh": True,   # written just now
+            f".tmp_{dead}@elsewhere_snap_iter_4.caffemodel.abcdefgh": False,  # old, on another host
+            ".tmp_abcdefgh": True,                                         # not one of ours
+            "snap_iter_4.caffemodel": True,
+        }
+        for name in names:
+            (tmp_path / name).write_bytes(b"partial")
+        old = time.time() - 3600
+        os.utime(tmp_path / f".tmp_{dead}@elsewhere_snap_iter_4.caffemodel.abcdefgh", (old, old))
+        removed = files.remove_stale_temporaries(str(tmp_path / "snap"))
+    finally:
+        live.kill()
+        live.wait()
     assert sorted(removed) == sorted(str(tmp_path / n) for n, keep in names.items() if not keep)
     assert sorted(os.listdir(tmp_path)) == sorted(n for n, keep in names.items() if keep)
     logged = [r.getMessage() for r in caplog.records]
-    assert (f"Removed the stale temporary file {tmp_path}/.tmp_{dead}_snap_iter_8.caffemodel."
-            f"abc_1234 (left by process {dead}, which no longer writes it)") in logged
+    assert (f"Removed the stale temporary file {tmp_path}/.tmp_{dead}@{host}_snap_iter_8."
+            f"caffemodel.abc_1234 (left by process {dead}, which no longer writes it)") in logged
+    assert any(m.startswith(f"Removed the stale temporary file {tmp_path}/.tmp_{dead}@elsewhere_"
+                            f"snap_iter_4.caffemodel.abcdefgh (left by process {dead} on "
+                            "elsewhere, unchanged since ") for m in logged), logged
 
 
-def test_temporary_names_carry_the_writer_pid_and_the_target(tmp_path):
+def test_temporary_names_carry_the_writer_pid_host_and_target(tmp_path):
     target = tmp_path / "snap_iter_4.caffemodel"
     with files.atomic_output(str(target)) as f:
         (name,) = os.listdir(tmp_path)
-        assert re.fullmatch(rf"\.tmp_{os.getpid()}_snap_iter_4\.caffemodel\.[a-z0-9_]{{8}}",
-                            name)
+        assert re.fullmatch(rf"\.tmp_{os.getpid()}@{re.escape(files._HOST)}_snap_iter_4"
+                            r"\.caffemodel\.[a-z0-9_]{8}", name)
         assert files.remove_stale_temporaries(str(tmp_path / "snap")) == []  # being written
         f.write(b"x")
     assert os.listdir(tmp_path) == ["snap_iter_4.caffemodel"]
@@ -327,9 +341,13 @@ def test_kill_9_during_a_snapshot_keeps_the_previous_one_and_the_next_run_cleans
         watchdog = threading.Timer(120, process.kill)   # readline() must not block forever
         watchdog.start()
         try:
-            line = process.stdout.readline()
+            line = ""
+            for line in process.stdout:     # until the stall (or the end: a failure)
+                if line == "STALLED\n":
+                    break
             before = {n: (tmp_path / n).read_bytes()
-                      for n in ("tiny_iter_4.caffemodel", "tiny_iter_4.solverstate")}
+                      for n in ("tiny_iter_4.caffemodel", "tiny_iter_4.solverstate")
+                      if line == "STALLED\n"}
             process.kill()                              # SIGKILL
             process.wait(30)
         finally:
@@ -344,7 +362,7 @@ def test_kill_9_during_a_snapshot_keeps_the_previous_one_and_the_next_run_cleans
     assert not (tmp_path / "tiny_iter_8.caffemodel").exists()
     assert not (tmp_path / "tiny_iter_8.solverstate").exists()
     (stale,) = [n for n in os.listdir(tmp_path) if n.startswith(".tmp_")]
-    assert stale.startswith(f".tmp_{process.pid}_tiny_iter_8.caffemodel.")
+    assert stale.startswith(f".tmp_{process.pid}@{files._HOST}_tiny_iter_8.caffemodel.")
     assert (tmp_path / stale).stat().st_size > 0
 
     status = caffe.cli.main(["train", f"--solver={solver}",
@@ -362,6 +380,13 @@ def test_kill_9_during_a_snapshot_keeps_the_previous_one_and_the_next_run_cleans
         assert (tmp_path / name).read_bytes() == data
     files.read_weights(str(tmp_path / "tiny_iter_8.caffemodel"))
     files.read_weights(str(tmp_path / "tiny_iter_12.caffemodel"))
+    # Snapshot 1 is what an uninterrupted run writes at iteration 4, byte for byte.
+    reference, _ = write_case(tmp_path / "reference", lmdbs, max_iter=4, snapshot=4,
+                              test_interval=100)
+    assert caffe.cli.main(["train", f"--solver={reference}"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "reference" / "tiny_iter_4.caffemodel").read_bytes() == \
+        before["tiny_iter_4.caffemodel"]
 
 
 # --- NaN / inf in weights ------------------------------------------------------------

@@ -4,7 +4,7 @@ Every reader names the file (and line and column for text) in its errors and
 reads regular files only (a device, a FIFO or a socket is refused by name
 before it is opened; a file larger than the memory available is refused
 before it is read); every writer writes a temporary file
-``.tmp_<pid>_<name>.<random>`` beside the target and renames it, so a crash
+``.tmp_<pid>@<host>_<name>.<random>`` beside the target and renames it, so a crash
 never leaves a half-written file under the final name, and
 :func:`remove_stale_temporaries` clears what a killed writer left behind.
 
@@ -19,8 +19,10 @@ import logging
 import math
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
 
 import numpy
 from google.protobuf import message, text_format
@@ -459,12 +461,18 @@ def _umask():
     return umask
 
 
-# A temporary's name: the writer's pid (so that a stale one can be told from a live
-# one), the target's name (so that it can be told whose it is), mkstemp's suffix.
+# A temporary's name: the writer's pid and host (so that a stale one can be told
+# from a live one), the target's name (so that it can be told whose it is), mkstemp's
+# random suffix: .tmp_<pid>@<host>_<target>.<random>
 _TEMP_PREFIX = ".tmp_"
-_TEMP_NAME = re.compile(r"^\.tmp_(\d+)_(.*)\.[a-z0-9_]{8}$")
-_TEMP_TARGET_CHARS = 200        # of the target's name, within NAME_MAX (255)
+_TEMP_NAME = re.compile(r"^\.tmp_(\d+)@([A-Za-z0-9.-]*)_(.*)\.[a-z0-9_]{8}$")
+_TEMP_TARGET_CHARS = 160        # of the target's name, within NAME_MAX (255)
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64]
 _writing = set()                # this process's temporaries being written now
+_STARTED = time.time()          # about when this process started (this module's import)
+# Another host's temporary (a shared folder) is stale when it has not been written
+# to since before this process started and for this long: a live writer's grows.
+_FOREIGN_STALE_S = 600
 
 # Errors of a write that are the disk's, not the code's: reported naming the file.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
@@ -496,7 +504,8 @@ def atomic_output(path):
     writable, or a full disk, raises a :class:`WriteError` naming ``path``."""
     path = check_path(path, "output file", WriteError)
     directory = os.path.dirname(os.path.abspath(path))
-    prefix = f"{_TEMP_PREFIX}{os.getpid()}_{os.path.basename(path)[:_TEMP_TARGET_CHARS]}."
+    prefix = (f"{_TEMP_PREFIX}{os.getpid()}@{_HOST}_"
+              f"{os.path.basename(path)[:_TEMP_TARGET_CHARS]}.")
     try:
         fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     except OSError as e:
@@ -521,8 +530,11 @@ def atomic_output(path):
 
 
 def _process_alive(pid):
+    """Whether process ``pid`` of this host runs; None for this process."""
     if pid == os.getpid():
-        return None         # this process: alive, but its own temporaries are known
+        return None
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -534,13 +546,32 @@ def _process_alive(pid):
     return True
 
 
+def _stale(path, pid, host):
+    """Why the temporary ``path`` of writer ``pid`` on ``host`` is stale, or None."""
+    if host != _HOST:
+        try:
+            modified = os.stat(path).st_mtime
+        except OSError:
+            return None
+        if modified < _STARTED and modified < time.time() - _FOREIGN_STALE_S:
+            return (f"left by process {pid} on {host or 'another host'}, unchanged since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(modified))}")
+        return None
+    alive = _process_alive(pid)
+    if alive or (alive is None and path in _writing):
+        return None
+    return f"left by process {pid}, which no longer writes it"
+
+
 def remove_stale_temporaries(prefix):
     """Remove the temporaries that a killed writer (``kill -9`` in a snapshot) left
     beside ``prefix``'s files (``<prefix>_iter_N.caffemodel``, ...), logging each.
 
-    Only this module's ``.tmp_<pid>_<name>.<random>`` files whose ``<name>``
-    starts with the prefix, and only when process ``<pid>`` is gone (or is this
-    process, not writing it now): another training writing beside us keeps its
+    Only this module's ``.tmp_<pid>@<host>_<name>.<random>`` files whose
+    ``<name>`` starts with the prefix, and only stale ones: on this host, when
+    process ``<pid>`` is gone (or is this process, not writing it now); from
+    another host (a shared folder), when unchanged since before this process
+    started and for 10 minutes.  Another training writing beside us keeps its
     files.  Returns the paths removed.
     """
     directory = os.path.dirname(os.path.abspath(prefix))
@@ -552,11 +583,11 @@ def remove_stale_temporaries(prefix):
     removed = []
     for name in sorted(names):
         match = _TEMP_NAME.match(name)
-        if not match or not match.group(2).startswith(stem):
+        if not match or not match.group(3).startswith(stem):
             continue
-        pid, tmp = int(match.group(1)), os.path.join(directory, name)
-        alive = _process_alive(pid)
-        if alive or (alive is None and tmp in _writing):
+        tmp = os.path.join(directory, name)
+        why = _stale(tmp, int(match.group(1)), match.group(2))
+        if why is None:
             continue
         try:
             os.unlink(tmp)
@@ -565,8 +596,7 @@ def remove_stale_temporaries(prefix):
         except OSError as e:
             log.warning("Cannot remove the stale temporary file %s: %s", tmp, e.strerror)
             continue
-        log.info("Removed the stale temporary file %s (left by process %d, which no longer "
-                 "writes it)", tmp, pid)
+        log.info("Removed the stale temporary file %s (%s)", tmp, why)
         removed.append(tmp)
     return removed
 

@@ -29,7 +29,7 @@ API summary (for the CLI, tools and examples built on top)::
                                          pass and test, "Optimization Done."
     solver.restore("x.solverstate")      resume (weights, iter, current_step, history)
     solver.snapshot()                    write <prefix>_iter_N.caffemodel + .solverstate
-                                         (first removing the .tmp_<pid>_<prefix>_iter_*
+                                         (first removing the .tmp_<pid>@<host>_<prefix>_iter_*
                                          files of writers that are gone)
     solver.test_all() / solver.test(i)   run the test net(s); test() returns
                                          {output name: [mean values]}
