@@ -725,3 +725,17 @@ def test_compute_image_mean_first_datum_shape_checked(tmp_path, caplog, shape):
         assert compute_image_mean.main([str(db)]) == 1
     assert (f"record '00000000' of {db}: its shape {channels} x {height} x {width} "
             "(channels x height x width) does not fit its 15 values") in caplog.text
+
+
+def test_parse_log_output_value_not_a_number_skipped_with_its_line(tmp_path, caplog):
+    log_file = tmp_path / "bad.log"
+    log_file.write_text(
+        "I1204 10:00:00.000000  1 solver.cpp:1] Solving tiny\n"
+        "I1204 10:00:01.000000  1 solver.cpp:2] Iteration 0, lr = 0.01\n"
+        "I1204 10:00:01.000000  1 solver.cpp:4]     Train net output #0: loss = 0-.5\n"
+        "I1204 10:00:02.000000  1 solver.cpp:2] Iteration 1, lr = 0.01\n"
+        "I1204 10:00:02.000000  1 solver.cpp:4]     Train net output #0: loss = 0.25\n")
+    with caplog.at_level(logging.WARNING, logger="pycaffe_lite"):
+        train, _ = parse_log.parse_log(str(log_file))
+    assert f"{log_file}:3: output loss = 0-.5 is not a number; line skipped" in caplog.text
+    assert [row["loss"] for row in train] == [0.25]

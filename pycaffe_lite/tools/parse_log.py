@@ -111,7 +111,7 @@ def parse_log(path):
     iteration = -1
     learning_rate = float("nan")
     tables = {"train": [[], None], "test": [[], None]}   # [rows, row being filled]
-    for line in lines[start_index + 1:]:
+    for number, line in enumerate(lines[start_index + 1:], start=start_index + 2):
         match = REGEX_ITERATION.search(line)
         if match:
             iteration = float(match.group(1))
@@ -129,7 +129,12 @@ def parse_log(path):
         if match:
             learning_rate = float(match.group(1))
         for kind, regex in (("train", REGEX_TRAIN_OUTPUT), ("test", REGEX_TEST_OUTPUT)):
-            _add_output(tables[kind], regex.search(line), iteration, seconds, learning_rate)
+            match = regex.search(line)
+            if match and _number(match.group(3)) is None:
+                log.warning("%s:%d: output %s = %s is not a number; line skipped", path,
+                            number, match.group(2), match.group(3))
+                match = None
+            _add_output(tables[kind], match, iteration, seconds, learning_rate)
     result = []
     for rows, row in tables.values():
         if row is not None and not rows:
@@ -137,6 +142,14 @@ def parse_log(path):
         _fix_initial_nan_learning_rate(rows)
         result.append(rows)
     return tuple(result)
+
+
+def _number(text):
+    """``float(text)``, or None where the pattern matched a non-number ("0-.5")."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _add_output(table, match, iteration, seconds, learning_rate):
