@@ -249,6 +249,8 @@ class ArgMaxLayer(_CommonLayer):
         return order, xp.take_along_axis(values, order, axis=-1)
 
     def forward(self, bottom, top):
+        if not top[0].count:        # no items: Caffe's loops run zero times
+            return
         x = bottom[0].data
         xp = get_array_module(x)
         dtype = top[0].data.dtype

@@ -139,6 +139,9 @@ class _ConvolutionBase(Layer):
                 raise self.error(f"shape mismatch - bottom '{self.bottom_name(0)}': "
                                  f"{first.shape} vs. bottom '{self.bottom_name(i)}': {b.shape}")
         in_spatial = first.shape[self.channel_axis + 1:]
+        if 0 in in_spatial:
+            raise self.error(f"bottom '{self.bottom_name(0)}' of shape {first.shape} has an "
+                             "empty spatial axis; expected each at least 1")
         out_spatial = self.output_spatial(in_spatial)
         _check_out_shape(self, in_spatial, self.geom, out_spatial, 0)
         shape = first.shape[:self.channel_axis] + (self.num_output,) + tuple(out_spatial)

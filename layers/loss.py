@@ -522,6 +522,9 @@ class SoftmaxWithLossLayer(_LabelMixin, LossLayer):
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
         axis, outer, k, inner = _axis_split(self, bottom[0], self.axis, "softmax_param.axis")
+        if k == 0:
+            raise self.error(f"bottom '{self.bottom_name(0)}' of shape {bottom[0].shape} has 0 "
+                             f"classes on axis {axis}; expected at least 1")
         _check_label_count(self, bottom, outer, inner, axis)
         self.dims = (axis, outer, k, inner)
         if len(top) > 1:

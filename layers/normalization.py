@@ -130,10 +130,12 @@ class SoftmaxLayer(NeuronLayer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
+        if not bottom[0].count:     # an empty blob: Caffe's loops run zero times
+            return
         top[0].data[...] = softmax(bottom[0].data, self.axis)
 
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
+        if not propagate_down[0] or not bottom[0].count:
             return
         y, dy = top[0].data, top[0].diff
         dot = (dy * y).sum(axis=self.axis, keepdims=True)
@@ -192,6 +194,8 @@ class BatchNormLayer(NeuronLayer):
         return array.reshape(n, self.channels, -1)
 
     def forward(self, bottom, top):
+        if not bottom[0].count:     # an empty blob: Caffe's loops run zero times
+            return
         xp = get_array_module(bottom[0].data)
         x = self._view(bottom[0].data)
         y = self._view(top[0].data)
@@ -221,7 +225,7 @@ class BatchNormLayer(NeuronLayer):
             xp.copyto(self.x_norm, y)
 
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
+        if not propagate_down[0] or not bottom[0].count:
             return
         xp = get_array_module(top[0].diff)
         dy = self._view(top[0].diff)
@@ -269,6 +273,8 @@ class MVNLayer(NeuronLayer):
         return array.reshape(num, -1)
 
     def forward(self, bottom, top):
+        if not bottom[0].count:     # an empty blob: Caffe's loops run zero times
+            return
         xp = get_array_module(bottom[0].data)
         x = self._rows(bottom[0].data)
         y = x - x.mean(axis=1, keepdims=True)
@@ -279,7 +285,7 @@ class MVNLayer(NeuronLayer):
         top[0].data[...] = y.reshape(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
+        if not propagate_down[0] or not bottom[0].count:
             return
         dy = self._rows(top[0].diff)
         if self.normalize_variance:
@@ -330,6 +336,8 @@ class LRNLayer(NeuronLayer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
+        if not bottom[0].count:     # an empty blob: Caffe's loops run zero times
+            return
         x = bottom[0].data
         xp = get_array_module(x)
         _keep_input_of(self, bottom, top)
@@ -364,7 +372,7 @@ class LRNLayer(NeuronLayer):
         xp.multiply(x, power, out=y)
 
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
+        if not propagate_down[0] or not bottom[0].count:
             return
         x, dy, dx = self.x, top[0].diff, bottom[0].diff
         xp = get_array_module(x)

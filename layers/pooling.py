@@ -125,6 +125,8 @@ class PoolingLayer(Layer):
     def forward(self, bottom, top):
         # TRAIN keeps the MAX winners for backward; TEST finds them again if asked.
         need_idx = len(top) > 1 or self.phase == TRAIN
+        if not bottom[0].count:     # no images or channels: Caffe's loops run zero times
+            return
         x, y = bottom[0].data, top[0].data
 
         def run(item, _):
@@ -135,7 +137,7 @@ class PoolingLayer(Layer):
         parallel.for_each(zip(self.poolers, self.parts), run)
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
+        if propagate_down[0] and bottom[0].count:
             dy, dx = top[0].diff, bottom[0].diff
             parallel.for_each(zip(self.poolers, self.parts),
                               lambda item, _: item[0].backward(dy[item[1]], dx[item[1]]))

@@ -328,6 +328,39 @@ def test_propagate_down_on_a_layer_without_bottoms_is_refused():
         net(text)
 
 
+@pytest.mark.parametrize("layer", [
+    'type: "BatchNorm"', 'type: "MVN"', 'type: "LRN"', 'type: "Softmax"',
+    'type: "Pooling" pooling_param { kernel_size: 2 }', 'type: "ArgMax"'])
+@pytest.mark.parametrize("dims", [(0, 3, 4, 4), (2, 0, 4, 4)])
+def test_empty_batch_or_channels_run_as_caffe_loops_do_not_reshape_errors(layer, dims):
+    """Found by a sweep setting each input dim of the golden nets to 0: reshape(n, -1)
+    and reductions over nothing raised NumPy errors; Caffe's loops run zero times."""
+    if "ArgMax" in layer and dims[1] == 0:
+        pytest.skip("top_k > the 0 values: refused, as Caffe's CHECK_LE(top_k, dim)")
+    n = net(input_layer(*dims) + f'layer {{ name: "l" bottom: "d" top: "t" {layer} }}',
+            phase=caffe.TRAIN)
+    n.forward_range()
+    if "ArgMax" not in layer:
+        n.param.force_backward = True
+        n.records[-1].bottom_need_backward = [True]
+        n.records[-1].need_backward = True
+        n.backward_range()
+    assert n.blobs["t"].count == 0
+
+
+def test_softmax_loss_over_0_classes_and_deconvolution_of_an_empty_image_are_refused():
+    with pytest.raises(LayerError, match=r"layer 'loss' \(type SoftmaxWithLoss\): bottom 'd' "
+                                         r"of shape \(2, 0\) has 0 classes on axis 1"):
+        net(input_layer(2, 0) + input_layer(2, name="l") + (
+            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "d" bottom: "l" '
+            'top: "loss" }'))
+    with pytest.raises(LayerError, match=r"layer 'dc' \(type Deconvolution\): bottom 'd' of "
+                                         r"shape \(2, 3, 0, 4\) has an empty spatial axis"):
+        net(input_layer(2, 3, 0, 4) + (
+            'layer { name: "dc" type: "Deconvolution" bottom: "d" top: "dc" '
+            'convolution_param { num_output: 2 kernel_size: 3 stride: 2 } }'))
+
+
 def test_in_place_layer_that_changes_the_shape_is_refused():
     """Found by fuzzing: Pooling written in place (top: "data") shrank its own bottom,
     then its forward broadcast a 3x3 into a 1x1 (a NumPy ValueError)."""
