@@ -76,7 +76,8 @@ class SGDSolver(Solver):
     def lr(self):
         """The learning rate of the current iteration (pycaffe's ``solver.lr``); reading
         it changes nothing."""
-        return float(learning_rate(self.param, self.iter, self.current_step)[0])
+        with self.naming_errors():
+            return float(learning_rate(self.param, self.iter, self.current_step)[0])
 
     def learning_rate(self):
         """The rate of the current iteration (advances ``current_step`` as Caffe)."""
