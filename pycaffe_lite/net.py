@@ -482,8 +482,11 @@ class Net:
             if record.need_backward:
                 blobs = record.layer.blobs
                 kept = [blobs[k].diff.copy() for k in record.frozen_params]
-                record.layer.backward(record.top_blobs, record.bottom_need_backward,
-                                      record.bottom_blobs)
+                try:
+                    record.layer.backward(record.top_blobs, record.bottom_need_backward,
+                                          record.bottom_blobs)
+                except (CaffeError, MemoryError, ValueError) as error:
+                    raise _in_layer(error, record.layer)
                 for k, diff in zip(record.frozen_params, kept):
                     blobs[k].diff[...] = diff
             self._run_hooks("after_backward", i)

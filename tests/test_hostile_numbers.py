@@ -159,6 +159,20 @@ def test_numpy_memory_error_in_a_layer_becomes_a_memory_limit_error(monkeypatch)
         n.forward_range()
 
 
+def test_numpy_memory_error_in_a_backward_names_the_layer(monkeypatch):
+    relu = caffe.layer.layer_class("ReLU")
+
+    def backward(self, top, propagate_down, bottom):
+        raise MemoryError("Unable to allocate 2.01 GiB for an array")
+    monkeypatch.setattr(relu, "backward", backward)
+    n = net('force_backward: true ' + input_layer(2, 3)
+            + 'layer { name: "r" type: "ReLU" bottom: "d" top: "r" }')
+    n.forward_range()
+    with pytest.raises(MemoryLimitError, match=r"layer 'r' \(type ReLU\): out of memory for "
+                                               r"a buffer \(Unable to allocate 2.01 GiB"):
+        n.backward_range()
+
+
 def test_numpy_array_too_big_in_a_layer_becomes_a_memory_limit_error(monkeypatch):
     relu = caffe.layer.layer_class("ReLU")
 
