@@ -466,9 +466,22 @@ def child(target, seed, index, write_fd):
     os._exit(0)
 
 
+def warm_up():
+    """Import in the parent what the cases use, so that each forked child starts
+    with it loaded (a child's own imports would cost it a second or more)."""
+    import cv2  # noqa: F401
+    import h5py  # noqa: F401
+    import lmdb  # noqa: F401
+    import pycaffe_lite as caffe
+    from pycaffe_lite import cli  # noqa: F401
+    from pycaffe_lite.tools import convert_imageset, upgrade_net_proto_text  # noqa: F401
+    caffe.layer_type_list()                      # loads every layer module
+
+
 def fuzz(targets, cases, seed, jobs=2, progress=None):
     """Run ``cases`` cases per target, ``jobs`` children at a time.  Returns a list
     of dicts (target, case, outcome, detail, seconds)."""
+    warm_up()
     pending = collections.deque((t, i) for i in range(cases) for t in targets)
     running, results = {}, []
     while pending or running:
