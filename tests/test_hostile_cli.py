@@ -739,3 +739,46 @@ def test_parse_log_output_value_not_a_number_skipped_with_its_line(tmp_path, cap
         train, _ = parse_log.parse_log(str(log_file))
     assert f"{log_file}:3: output loss = 0-.5 is not a number; line skipped" in caplog.text
     assert [row["loss"] for row in train] == [0.25]
+
+
+def test_parse_log_lr_not_a_number_skipped_with_its_line(tmp_path, caplog):
+    log_file = tmp_path / "bad.log"
+    log_file.write_text(
+        "I1204 10:00:00.000000  1 solver.cpp:1] Solving tiny\n"
+        "I1204 10:00:01.000000  1 solver.cpp:2] Iteration 0, lr = 0.01-1\n"
+        "I1204 10:00:01.000000  1 solver.cpp:4]     Train net output #0: loss = 0.5\n")
+    with caplog.at_level(logging.WARNING, logger="pycaffe_lite"):
+        train, _ = parse_log.parse_log(str(log_file))
+    assert f"{log_file}:2: lr = 0.01-1 is not a number; skipped" in caplog.text
+    assert [row["loss"] for row in train] == [0.5]
+
+
+# A log whose output names change midway (a net edited between two runs appended to
+# one log): rows of different columns.
+CHANGING_OUTPUTS = (
+    "I1204 10:00:00.000000  1 solver.cpp:1] Solving tiny\n"
+    "I1204 10:00:01.000000  1 solver.cpp:2] Iteration 0, lr = 0.01\n"
+    "I1204 10:00:01.000000  1 solver.cpp:4]     Train net output #0: loss = 0.5\n"
+    "I1204 10:00:02.000000  1 solver.cpp:2] Iteration 1, lr = 0.01\n"
+    "I1204 10:00:02.000000  1 solver.cpp:4]     Train net output #0: loss2 = 0.4\n"
+    "I1204 10:00:03.000000  1 solver.cpp:2] Iteration 2, lr = 0.01\n"
+    "I1204 10:00:03.000000  1 solver.cpp:4]     Train net output #0: loss = 0.3\n")
+
+
+def test_parse_log_rows_with_changing_columns_written(tmp_path):
+    log_file = tmp_path / "changing.log"
+    log_file.write_text(CHANGING_OUTPUTS)
+    assert parse_log.main([str(log_file), str(tmp_path)]) == 0
+    header, *rows = (tmp_path / "changing.log.train").read_text().splitlines()
+    assert header == "NumIters,Seconds,LearningRate,loss,loss2"
+    assert rows == ["0.0,1.0,0.01,0.5,", "1.0,2.0,0.01,,0.4", "2.0,3.0,0.01,0.3,"]
+
+
+def test_plot_training_log_rows_with_changing_columns(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pycaffe_lite.tools import plot_training_log
+    log_file = tmp_path / "changing.log"
+    log_file.write_text(CHANGING_OUTPUTS)
+    curves = plot_training_log.plot(str(tmp_path / "out.png"), [str(log_file)],
+                                    [("train", "loss2")])
+    assert [(label, xs, ys) for label, xs, ys in curves] == [("train loss2", [1.0], [0.4])]

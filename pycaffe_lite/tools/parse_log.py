@@ -126,7 +126,10 @@ def parse_log(path):
         last_time = time
         seconds = (time - start_time).total_seconds()
         match = REGEX_LEARNING_RATE.search(line)
-        if match:
+        if match and _number(match.group(1)) is None:     # Caffe's pattern: "0.01-1" too
+            log.warning("%s:%d: lr = %s is not a number; skipped", path, number,
+                        match.group(1))
+        elif match:
             learning_rate = float(match.group(1))
         for kind, regex in (("train", REGEX_TRAIN_OUTPUT), ("test", REGEX_TEST_OUTPUT)):
             match = regex.search(line)
@@ -182,8 +185,11 @@ def write_csv(filename, rows, delimiter=",", verbose=False):
         if verbose:
             print(f"Not writing {filename}; no lines to write")
         return False
+    # Every row's columns, first seen first: the same as the first row's for a log of
+    # one net; a log whose output names change leaves blanks where a row has none.
+    fieldnames = list(dict.fromkeys(name for row in rows for name in row))
     with open(filename, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()), dialect=csv.excel,
+        writer = csv.DictWriter(f, fieldnames=fieldnames, dialect=csv.excel,
                                 delimiter=delimiter)
         writer.writeheader()
         writer.writerows(rows)

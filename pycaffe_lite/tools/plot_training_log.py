@@ -65,7 +65,9 @@ def _column(rows, name):
     """The CSV column that ``name`` means in ``rows``, or None."""
     if not rows:
         return None
-    names = [c for c in rows[0] if c not in ("NumIters", "Seconds", "LearningRate")]
+    # every row's columns: a log whose output names change has rows without some
+    names = [c for c in dict.fromkeys(c for row in rows for c in row)
+             if c not in ("NumIters", "Seconds", "LearningRate")]
     if name.lower() in ("lr", "learningrate", "learning_rate"):
         return "LearningRate"
     if name in names:
@@ -121,6 +123,7 @@ def plot(output, logs, series=(("train", "loss"), ("test", "loss"), ("test", "ac
                 label = f"{kind} {'learning rate' if column == 'LearningRate' else column}"
                 if len(logs) > 1:
                     label = f"{name}: {label}"
+                rows = [r for r in rows if column in r]
                 curves.append((label, [r[X_COLUMNS[x]] for r in rows],
                                [r[column] for r in rows], kind, column))
     if not curves:
