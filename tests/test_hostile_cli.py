@@ -146,8 +146,8 @@ def tiny(tmp_path):
 
 @pytest.fixture
 def untrusted(tmp_path, monkeypatch):
-    """(model, weights, mark): a net with a Python layer; ``mark`` exists once its
-    module's code ran."""
+    """(model, weights, mark, module name): a net with a Python layer; ``mark``
+    exists once its module's code ran."""
     name = f"hostile_module_{os.getpid()}_{abs(hash(str(tmp_path))) % 10 ** 8}"
     (tmp_path / f"{name}.py").write_text(PYTHON_MODULE)
     model = tmp_path / "untrusted.prototxt"
@@ -221,8 +221,8 @@ def test_cli_os_error_is_one_line_naming_the_file(capsys, monkeypatch, tmp_path)
 
 
 def test_cli_script_internal_exception_exit_1_no_traceback(tmp_path):
-    # The installed entry point, end to end: a CuPy-free bug stand-in through a
-    # sitecustomize that breaks one function the command calls.
+    # The script, end to end: a sitecustomize replaces the command by one that
+    # fails as a bug would.
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
         import pycaffe_lite.cli as cli
         def broken(flags):
