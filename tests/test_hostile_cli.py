@@ -782,3 +782,11 @@ def test_plot_training_log_rows_with_changing_columns(tmp_path):
     curves = plot_training_log.plot(str(tmp_path / "out.png"), [str(log_file)],
                                     [("train", "loss2")])
     assert [(label, xs, ys) for label, xs, ys in curves] == [("train loss2", [1.0], [0.4])]
+
+
+def test_array_to_datum_label_beyond_int32():
+    with pytest.raises(ValueError, match=r"array_to_datum: label 1099511627776 is out of "
+                                         r"range: Caffe's labels are int32") as info:
+        caffe_io.array_to_datum(numpy.zeros((1, 2, 2), numpy.uint8), 2 ** 40)
+    assert isinstance(info.value, CaffeError)
+    assert caffe_io.array_to_datum(numpy.zeros((1, 2, 2), numpy.uint8), -7).label == -7

@@ -88,7 +88,7 @@ def array_to_datum(arr, label=None):
     else:
         datum.float_data.extend(arr.astype(float).flat)
     if label is not None:
-        datum.label = int(label)
+        datum.label = _int32_label(label, "array_to_datum")
     return datum
 
 
@@ -494,9 +494,9 @@ def _int32_label(label, where):
     try:
         value = int(label)
     except (TypeError, ValueError, OverflowError):
-        raise CaffeError(f"{where}: label {label!r} is not an integer") from None
+        raise InputError(f"{where}: label {label!r} is not an integer") from None
     if not INT32_MIN <= value <= INT32_MAX:
-        raise CaffeError(f"{where}: label {label} is out of range: Caffe's labels are int32 "
+        raise InputError(f"{where}: label {label} is out of range: Caffe's labels are int32 "
                          f"({INT32_MIN} to {INT32_MAX})")
     return value
 
