@@ -710,6 +710,9 @@ def cmd_compress(flags, method):
     ``--out``, and a re-run keeps the stages whose inputs are unchanged.
     """
     from .compress import labelfree
+    from .io import files
+    if flags.out:
+        files.check_path(flags.out, "--out", CaffeError)    # a NUL byte: no folder has it
     if method == "qcnn":
         from .compress.qcnn import qcnn_cli
         return qcnn_cli(flags)

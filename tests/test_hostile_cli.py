@@ -790,3 +790,34 @@ def test_array_to_datum_label_beyond_int32():
         caffe_io.array_to_datum(numpy.zeros((1, 2, 2), numpy.uint8), 2 ** 40)
     assert isinstance(info.value, CaffeError)
     assert caffe_io.array_to_datum(numpy.zeros((1, 2, 2), numpy.uint8), -7).label == -7
+
+
+# --- a NUL byte in a path the CLI or a tool takes -------------------------------------
+
+def test_binarize_nul_in_output_path(capsys, small, tmp_path):
+    status, _, err = run_main(capsys, "binarize", f"--model={small}", "--weights=w",
+                              "--out_model=a\0b", f"--out_weights={tmp_path / 'w'}")
+    assert status == 1
+    assert error_line(err) == ("--out_model: the path 'a\\x00b' holds a NUL byte (\\0); no "
+                               "file name can hold one")
+
+
+@pytest.mark.parametrize("method", ["labelfree", "qcnn"])
+def test_compress_nul_in_out_folder(capsys, small, method):
+    status, _, err = run_main(capsys, "compress", method, f"--model={small}", "--weights=w",
+                              "--out=a\0b")
+    assert status == 1
+    assert error_line(err).startswith("--out: the path 'a\\x00b' holds a NUL byte")
+
+
+@pytest.mark.parametrize("name", ["a\0b.txt", "fifo.txt"])
+def test_detect_input_nul_or_fifo_refused(detector_files, tmp_path, capsys, name):
+    image, flags = detector_files
+    path = tmp_path / name.replace("\0", "")
+    if name.startswith("fifo"):
+        os.mkfifo(path)
+    else:
+        path = f"{tmp_path}/{name}"
+    assert detect.main([str(path), str(tmp_path / "out.csv")] + flags[2:]) == 1
+    line = error_line(capsys.readouterr().err, prog="detect")
+    assert "NUL byte" in line or "is a FIFO (named pipe), not a window or image list file" in line, line

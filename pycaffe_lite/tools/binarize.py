@@ -252,6 +252,10 @@ def binarize(model, weights, phase=TEST, level=0, stages=()):
 
 def _check_outputs(model, weights, out_model, out_weights):
     """Refuse outputs that would overwrite an input or each other, or cannot be made."""
+    for path, flag in ((model, "--model"), (weights, "--weights"), (out_model, "--out_model"),
+                       (out_weights, "--out_weights")):
+        files.check_path(path, flag, CaffeError)      # a NUL byte: no file has that name
+
     def same(a, b):
         return os.path.realpath(a) == os.path.realpath(b)
 

@@ -13,6 +13,7 @@ pandas.
 """
 import argparse
 import csv
+import io
 import sys
 import time
 
@@ -25,14 +26,18 @@ from .classify import add_preprocessing_flags, resolve, run
 COORD_COLS = ["ymin", "xmin", "ymax", "xmax"]
 
 
+def _read_text(path):
+    """The text of the regular file ``path`` (a device, a FIFO or a NUL in the name
+    is refused by name)."""
+    return files.read_regular(path, "window or image list", CaffeError).decode(
+        "utf-8", errors="replace")
+
+
 def read_windows(path):
     """(filename, windows) pairs from a CSV with a filename,xmin,ymin,xmax,ymax
     header, windows as ymin, xmin, ymax, xmax rows, in first-seen order."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, skipinitialspace=True))
-    except OSError as e:
-        raise CaffeError(f"{path}: cannot read: {e.strerror}") from None
+    rows = list(csv.DictReader(io.StringIO(_read_text(path), newline=""),
+                               skipinitialspace=True))
     windows = {}
     for line, row in enumerate(rows, start=2):
         try:
@@ -117,8 +122,8 @@ def main(argv=None):
             check_context_pad(detector, args.context_pad)
             detections = detector.detect_windows(windows)
         else:
-            with open(args.input_file) as f:
-                names = [line.strip() for line in f if line.strip()]
+            names = [line.strip() for line in _read_text(args.input_file).splitlines()
+                     if line.strip()]
             detections = detector.detect_selective_search(names)
         print(f"Processed {len(detections)} windows in {time.time() - start:.3f} s.")
         start = time.time()
