@@ -51,7 +51,7 @@ import numpy
 from tqdm import tqdm
 
 from . import backend, fuse
-from .errors import CaffeError
+from .errors import CaffeError, ParseError, WeightsError
 from .flags import (GLOG_FLAGS, SPELLING_NOTE, Flag, UsageError, check_int32,
                     describe_flags, parse_flags, report_error, run_reporting,
                     verbose_requested)
@@ -309,7 +309,9 @@ def _build_net(flags, phase, xp):
     from .io import files
     from .net import Net
     _check_batch_size(flags)
-    model = _as_flags_say(files.read_net(flags.model), flags)
+    with _from_flag("model"):
+        model = files.read_net(flags.model)
+    model = _as_flags_say(model, flags)
     return Net(model, phase=phase, level=flags.level, stages=_stages(flags), xp=xp)
 
 
@@ -330,7 +332,20 @@ def _train_net_factory(flags):
 def _copy_weights(net, weights):
     for path in (p for p in weights.split(",") if p):
         log.info("Loading weights from %s", path)
-        net.copy_from(path)
+        with _from_flag("weights"):
+            net.copy_from(path)
+
+
+@contextlib.contextmanager
+def _from_flag(flag):
+    """An error about the file a flag names also names the flag (``--model=TEST``:
+    "TEST: net file not found (--model)")."""
+    try:
+        yield
+    except (ParseError, WeightsError) as e:
+        if f"--{flag}" not in str(e) and len(e.args) == 1:
+            e.args = (f"{e} (--{flag})",)
+        raise
 
 
 # --- train ---------------------------------------------------------------------------
@@ -437,7 +452,8 @@ def cmd_train(flags):
                          "not both (--snapshot and --weights).", show_usage=False)
     effects = [solvers.signals.effect(getattr(flags, name), name)
                for name in ("sigint_effect", "sighup_effect")]
-    param = files.read_solver(flags.solver)
+    with _from_flag("solver"):
+        param = files.read_solver(flags.solver)
     param.train_state.level = flags.level
     param.train_state.stage.extend(_stages(flags))
     xp = _train_device(flags, param)
@@ -454,7 +470,8 @@ def cmd_train(flags):
         try:
             if flags.snapshot:
                 log.info("Resuming from %s", flags.snapshot)
-                solver.restore(flags.snapshot)
+                with _from_flag("snapshot"):
+                    solver.restore(flags.snapshot)
             clock = _IterationClock(solver)
             solver.action_request = clock.watch(signals.check)
             log.info("Starting Optimization")

@@ -281,6 +281,9 @@ def target_solver(rng, work):
     write_lmdb(work / "db", good_datums())
     (work / "net.prototxt").write_text(DATA_NET.format(source=work / "db", mean=""))
     text = mutate_text(rng, SOLVER)
+    # a prefix out of the case's folder ("/", "..", "/dev/zero") would write snapshots
+    # there: kept inside it, as a relative path
+    text = re.sub(r'(snapshot_prefix:\s*")(?:/|\.\.)/?', r"\1out_", text)
     path = work / "solver.prototxt"
     path.write_text(text, errors="surrogateescape")
     return ("api_solver", str(path), {path.name, "net.prototxt"} | layer_names(DATA_NET))

@@ -389,7 +389,7 @@ def test_errors_from_the_script_are_one_line(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("caffe_lite")] == [
-        f"caffe_lite: error: {tmp_path / 'nowhere.prototxt'}: net file not found"]
+        f"caffe_lite: error: {tmp_path / 'nowhere.prototxt'}: net file not found (--model)"]
 
 
 # --- the real LeNet --------------------------------------------------------------

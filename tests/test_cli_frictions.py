@@ -212,7 +212,7 @@ def test_missing_net_file_names_the_solver_and_the_directory(tmp_path, monkeypat
     assert cli.main(["train", "--solver=model/solver.prototxt"]) == 1
     error = error_line(capsys.readouterr().err)
     assert error.startswith("caffe_lite: error: net.prototxt: net file not found (named by "
-                            "'net' in model/solver.prototxt;")
+                            "'net' in model/solver.prototxt:1;")   # the field's line
     assert f"current directory {tmp_path}" in error
     assert f"it is next to the solver: run from {folder}" in error
     os.remove(folder / "net.prototxt")

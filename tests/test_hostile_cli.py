@@ -208,7 +208,7 @@ def test_cli_user_error_traceback_with_debug_flag(capsys, tmp_path):
     assert status == 1
     assert "Traceback" in err
     assert err.rstrip().splitlines()[-1] == (
-        f"caffe_lite: error: {tmp_path / 'none.prototxt'}: net file not found")
+        f"caffe_lite: error: {tmp_path / 'none.prototxt'}: net file not found (--model)")
 
 
 def test_cli_os_error_is_one_line_naming_the_file(capsys, monkeypatch, tmp_path):

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -572,3 +573,25 @@ def test_solver_parameter_from_the_api_keeps_its_plain_message(tiny):
                                       max_iter=-1)
     with pytest.raises(CaffeError, match="^max_iter must not be negative, got -1$"):
         get_solver(param)
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_an_output_path_naming_a_device_is_refused_and_the_device_kept(device):
+    # the atomic rename would replace the device node with a file (as root it can)
+    before = os.stat(device)
+    with pytest.raises(files.WriteError, match=f"^{device}: cannot write the file: it is a "
+                                               "character device$"):
+        with files.atomic_output(device) as f:
+            f.write(b"x")
+    after = os.stat(device)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    assert not [n for n in os.listdir("/dev") if n.startswith(".tmp_")]
+
+
+def test_an_output_path_naming_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(files.WriteError, match="it is a FIFO"):
+        with files.atomic_output(str(fifo)):
+            pass
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -503,6 +503,14 @@ def atomic_output(path):
     error; otherwise nothing is left behind.  A folder that is missing or not
     writable, or a full disk, raises a :class:`WriteError` naming ``path``."""
     path = check_path(path, "output file", WriteError)
+    try:
+        kind = _not_regular(os.stat(path).st_mode)
+    except OSError:
+        kind = None                              # not there yet: the usual case
+    if kind:
+        # the rename would put a file where a device, FIFO or folder was (as root,
+        # over /dev/zero): refused
+        raise WriteError(f"{path}: cannot write the file: it is {kind}")
     directory = os.path.dirname(os.path.abspath(path))
     prefix = (f"{_TEMP_PREFIX}{os.getpid()}@{_HOST}_"
               f"{os.path.basename(path)[:_TEMP_TARGET_CHARS]}.")
