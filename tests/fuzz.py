@@ -182,13 +182,13 @@ def write_lmdb(path, datums):
     env.close()
 
 
-def good_datums(n=8):
+def good_datums(n=8, side=6):
     from pycaffe_lite.proto import caffe_pb2
     rng = random.Random(0)
     out = []
     for i in range(n):
-        d = caffe_pb2.Datum(channels=1, height=6, width=6, label=i % 4,
-                            data=bytes(rng.randrange(256) for _ in range(36)))
+        d = caffe_pb2.Datum(channels=1, height=side, width=side, label=i % 4,
+                            data=bytes(rng.randrange(256) for _ in range(side * side)))
         out.append(d.SerializeToString())
     return out
 
@@ -269,7 +269,7 @@ def target_binaryproto(rng, work):
         raw = blob.SerializeToString()
     mean = work / "mean.binaryproto"
     mean.write_bytes(raw)
-    write_lmdb(work / "db", good_datums())
+    write_lmdb(work / "db", good_datums(side=28))     # the MNIST mean's size
     net = work / "net.prototxt"
     text = DATA_NET.format(source=work / "db", mean=f'mean_file: "{mean}"')
     net.write_text(text)
@@ -278,6 +278,7 @@ def target_binaryproto(rng, work):
 
 
 def target_solver(rng, work):
+    (work / "snap").mkdir()
     write_lmdb(work / "db", good_datums())
     (work / "net.prototxt").write_text(DATA_NET.format(source=work / "db", mean=""))
     text = mutate_text(rng, SOLVER)
@@ -361,9 +362,10 @@ def target_flags(rng, work):
     write_lmdb(work / "db", good_datums())
     (work / "net.prototxt").write_text(DATA_NET.format(source=work / "db", mean=""))
     (work / "solver.prototxt").write_text(SOLVER.replace("max_iter: 4", "max_iter: 2"))
+    (work / "snap").mkdir()
     command = rng.choice(["time", "time", "test", "train", "device_query"])
     base = {"time": [f"--model={model}", "--iterations=1"],
-            "test": [f"--model={work / 'net.prototxt'}", "--iterations=1"],
+            "test": [f"--model={model}", f"--weights={weights}", "--iterations=1"],
             "train": [f"--solver={work / 'solver.prototxt'}"],
             "device_query": []}[command]
     flags = ["model", "weights", "iterations", "phase", "level", "stage", "gpu",

@@ -4,7 +4,7 @@ each in a forked child with a 3 GiB address-space cap and a 10 s timeout.
 No case may crash (an exception that is not ours, or a CLI traceback), hang, run
 out of memory past pycaffe_lite's guard, or fail with an error that names neither
 the file, a layer nor the flag.  ``PYCAFFE_LITE_FUZZ_CASES`` sets the cases per
-target (default 25); ``PYCAFFE_LITE_FUZZ_SEED`` the seed (default 1).  The long
+target (default 100); ``PYCAFFE_LITE_FUZZ_SEED`` the seed (default 1).  The long
 run is ``python tests/fuzz.py --cases 10000``.
 """
 import os
@@ -13,7 +13,7 @@ import pytest
 
 import fuzz
 
-CASES = int(os.environ.get("PYCAFFE_LITE_FUZZ_CASES", "25"))
+CASES = int(os.environ.get("PYCAFFE_LITE_FUZZ_CASES", "100"))
 SEED = int(os.environ.get("PYCAFFE_LITE_FUZZ_SEED", "1"))
 
 
