@@ -11,6 +11,8 @@ import os
 import numpy
 
 from pycaffe_lite import rng
+from pycaffe_lite.errors import CaffeError
+from pycaffe_lite.io import files
 from pycaffe_lite.backend import to_numpy
 from pycaffe_lite.layer import Layer, register
 from pycaffe_lite.layers.data import BaseDataLayer
@@ -36,12 +38,12 @@ class HDF5DataLayer(BaseDataLayer):
         if self.param.HasField("transform_param"):
             raise self.error(f"{self.type} does not transform data (remove transform_param)")
         self.positive("hdf5_data_param.batch_size", p.batch_size)
-        try:
-            with open(p.source, encoding="utf-8") as f:
-                self.filenames = f.read().split()
-        except OSError as e:
-            raise self.error(f"Failed to open source file: hdf5_data_param.source "
-                             f"'{p.source}': {e.strerror}") from None
+        try:   # a regular file only: a FIFO or /dev/zero would block or never end
+            text = files.read_regular(p.source, "HDF5 list")
+            self.filenames = text.decode("utf-8", errors="replace").split()
+        except CaffeError as e:
+            raise self.error(f"Failed to open source file: hdf5_data_param.source: {e}") \
+                from None
         if not self.filenames:
             raise self.error(f"Must have at least 1 HDF5 filename listed in {p.source}")
         log.info("Number of HDF5 files: %d", len(self.filenames))

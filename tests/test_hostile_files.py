@@ -595,3 +595,13 @@ def test_an_output_path_naming_a_fifo_is_refused(tmp_path):
         with files.atomic_output(str(fifo)):
             pass
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_hdf5_data_list_naming_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    net = tmp_path / "net.prototxt"
+    net.write_text(f'layer {{ name: "h5" type: "HDF5Data" top: "data" hdf5_data_param {{ '
+                   f'source: "{fifo}" batch_size: 2 }} }}')
+    with pytest.raises(CaffeError, match=r"layer 'h5'.*list.txt: is a FIFO"):
+        caffe.Net(str(net), caffe.TEST)

@@ -471,3 +471,21 @@ def test_guard_on_each_backend_uses_its_memory(xp):
         Blob((1000,), xp=xp)
     caffe.set_memory_limit(None)
     assert Blob((1000,), xp=xp).count == 1000
+
+
+def test_pooling_window_copies_past_the_limit_name_the_layer(tmp_path):
+    # overlapping windows copied out (the engine's gather) outgrow the input 10^6 times
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "d" type: "Input" top: "d" input_param { shape { dim: 1 '
+                   'dim: 1 dim: 3000 dim: 3000 } } }\n'
+                   'layer { name: "p" type: "Pooling" bottom: "d" top: "p" '
+                   'pooling_param { pool: MAX kernel_size: 2000 stride: 1 } }')
+    caffe.set_memory_limit("1G")
+    try:
+        n = caffe.Net(str(net), caffe.TEST)
+        with pytest.raises(MemoryLimitError, match=r"^layer 'p' \(type Pooling\): the pooling "
+                                                   r"windows of shape \(1, 1, 1001, 1001, 2000, "
+                                                   r"2000\) needs 14.6 TiB"):
+            n.forward()
+    finally:
+        caffe.set_memory_limit(None)

@@ -38,7 +38,7 @@ import math
 
 import numpy
 
-from pycaffe_lite import rng
+from pycaffe_lite import memory, rng
 from pycaffe_lite.backend import get_array_module
 from pycaffe_lite.proto import caffe_pb2
 
@@ -190,10 +190,15 @@ class PoolGeometry:
     def gather(self, lay):
         """All windows as ``[N, C, OH, OW, K]`` (kernel offsets row-major)."""
         xp = get_array_module(lay)
+        n, c = lay.shape[2:4]
+        shape = (n, c) + self.out + self.kernel
+        # the window copies can outgrow the input many times over (large overlapping
+        # windows): checked like a blob
+        memory.check(math.prod(shape) * lay.dtype.itemsize, xp, shape,
+                     what="the pooling windows")
         if self.by_offsets:
             return xp.stack([self.offset_view(lay, i, j) for i, j in self.offsets()], axis=-1)
-        n, c = lay.shape[2:4]
-        col = xp.empty((n, c) + self.out + self.kernel, dtype=lay.dtype)
+        col = xp.empty(shape, dtype=lay.dtype)
         for oh in range(self.out[0]):
             for ow in range(self.out[1]):
                 col[:, :, oh, ow] = self.window_view(lay, oh, ow)
