@@ -40,8 +40,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
         inner_product_param { num_output: 4 } }
 """
 
-TRAIN_NET = """
-name: "tiny"
+DUMMY_DATA = """
 layer {
   name: "data" type: "DummyData" top: "data" top: "label"
   dummy_data_param {
@@ -51,7 +50,11 @@ layer {
     shape { dim: 4 }
   }
 }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+"""
+
+TRAIN_NET = """
+name: "tiny"
+""" + DUMMY_DATA + """layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
         inner_product_param { num_output: 2 } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """
@@ -59,16 +62,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 # A Python layer whose module leaves a mark when imported: "did its code run?"
 PYTHON_NET = """
 name: "untrusted"
-layer {
-  name: "data" type: "DummyData" top: "data" top: "label"
-  dummy_data_param {
-    data_filler { type: "constant" value: 1 }
-    data_filler { type: "constant" value: 1 }
-    shape { dim: 4 dim: 3 }
-    shape { dim: 4 }
-  }
-}
-layer { name: "mystery" type: "Python" bottom: "data" top: "copied"
+""" + DUMMY_DATA + """layer { name: "mystery" type: "Python" bottom: "data" top: "copied"
         python_param { module: "%(module)s" layer: "Copy" } }
 layer { name: "ip" type: "InnerProduct" bottom: "copied" top: "ip"
         inner_product_param { num_output: 2 } }
