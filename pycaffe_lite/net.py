@@ -235,7 +235,10 @@ class Net:
         for i, lp in enumerate(self.param.layer):
             if not lp.name:
                 lp.name = f"{lp.type.lower() or 'layer'}_{i}"
-            layer = create_layer(lp, phase=self.phase, xp=self.xp, dtype=self.dtype)
+            try:
+                layer = create_layer(lp, phase=self.phase, xp=self.xp, dtype=self.dtype)
+            except NetError as e:   # an unknown type: say where it was asked for
+                raise NetError(f"{self.source}: layer '{lp.name}': {e}") from None
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError(f"layer '{lp.name}' (type {lp.type}): propagate_down must be "
                                f"given once per bottom ({len(lp.bottom)}), got "

@@ -45,7 +45,8 @@ def test_missing_model_file(tmp_path):
 def test_unknown_layer_type_lists_known(tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text('layer { name: "a" type: "Permute" top: "x" }')
-    with pytest.raises(NetError, match="unknown layer type 'Permute'; known types: .*Convolution"):
+    with pytest.raises(NetError, match=r"net.prototxt: layer 'a': unknown layer type "
+                                       r"'Permute'; known types: .*Convolution"):
         caffe.Net(str(path), caffe.TEST)
 
 
