@@ -7,7 +7,10 @@ the file, a layer nor the flag.  ``PYCAFFE_LITE_FUZZ_CASES`` sets the cases per
 target (default 100); ``PYCAFFE_LITE_FUZZ_SEED`` the seed (default 1).  The long
 run is ``python tests/fuzz.py --cases 10000``.
 """
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -20,8 +23,15 @@ SEED = int(os.environ.get("PYCAFFE_LITE_FUZZ_SEED", "1"))
 @pytest.mark.skipif(not fuzz.FIXTURES.is_dir(),
                     reason=f"test material not found at {fuzz.FIXTURES} (set PYCAFFE_LITE_SHARED)")
 @pytest.mark.parametrize("target", sorted(fuzz.TARGETS))
-def test_fuzz_target(target):
-    results = fuzz.fuzz([target], CASES, SEED, jobs=2)
+def test_fuzz_target(target, tmp_path):
+    # In a fresh interpreter: forking this one, whose other threads (data prefetch,
+    # progress bars) may hold locks, could leave a child waiting on one forever.
+    out = tmp_path / "results.json"
+    run = subprocess.run([sys.executable, fuzz.__file__, "--target", target, "--cases",
+                          str(CASES), "--seed", str(SEED), "--json", str(out)],
+                         capture_output=True, text=True, timeout=60 + CASES * fuzz.TIMEOUT_S)
+    assert out.exists(), run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
     assert len(results) == CASES
     bad = [f"#{r['case']} {r['outcome']}: {r['detail'][:300]}" for r in results
            if r["outcome"] in ("crash", "hang", "memory", "anonymous")]
@@ -44,15 +54,23 @@ def test_fuzz_sorts_outcomes():
     assert fuzz.run_case(("call", lambda: 0, set()))[0] == "ok"
 
 
-def test_fuzz_children_time_out_and_die_apart(monkeypatch):
-    import time
-    monkeypatch.setattr(fuzz, "TIMEOUT_S", 1)
-    monkeypatch.setitem(fuzz.TARGETS, "sleepy", lambda rng, work: ("call",
-                        lambda: time.sleep(30), set()))
-    monkeypatch.setitem(fuzz.TARGETS, "dying", lambda rng, work: ("call",
-                        lambda: os.kill(os.getpid(), 9), set()))
-    monkeypatch.setitem(fuzz.TARGETS, "greedy", lambda rng, work: ("call",
-                        lambda: bytearray(4 << 30), set()))
-    outcomes = {r["target"]: r["outcome"] for r in fuzz.fuzz(["sleepy", "dying", "greedy"],
-                                                             1, 0)}
-    assert outcomes == {"sleepy": "hang", "dying": "memory", "greedy": "memory"}
+SELF_TEST = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import fuzz
+fuzz.TIMEOUT_S = 1
+fuzz.TARGETS.update(
+    sleepy=lambda rng, work: ("call", lambda: time.sleep(30), set()),
+    dying=lambda rng, work: ("call", lambda: os.kill(os.getpid(), 9), set()),
+    greedy=lambda rng, work: ("call", lambda: bytearray(4 << 30), set()))
+print(json.dumps({r["target"]: r["outcome"] for r in fuzz.fuzz(["sleepy", "dying", "greedy"],
+                                                             1, 0)}))
+"""
+
+
+def test_fuzz_children_time_out_and_die_apart():
+    # a child past the timeout is a hang; one killed, or past the 3 GiB cap, memory
+    run = subprocess.run([sys.executable, "-c", SELF_TEST, os.path.dirname(fuzz.__file__)],
+                         capture_output=True, text=True, timeout=60)
+    assert json.loads(run.stdout.splitlines()[-1]) == {"sleepy": "hang", "dying": "memory",
+                                                       "greedy": "memory"}, run.stderr
