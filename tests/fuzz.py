@@ -10,7 +10,8 @@ outcome:
 * ``ok``: it ran; ``clear``: our error, naming the file, a layer or the flag;
 * ``anonymous``: our error, naming none of them;
 * ``crash``: any other exception, or a traceback printed by the CLI;
-* ``memory``: MemoryError or killed for memory; ``hang``: past the timeout.
+* ``memory``: MemoryError or killed for memory; ``hang``: past the timeout;
+* ``silent``: a net ran on mutated weights to NaN or inf outputs without a warning.
 
     python tests/fuzz.py --cases 10000 --seed 1 [--jobs 2] [--json out.json]
     python tests/fuzz.py --target prototxt --case 17 --seed 1 --show   # one case, in-process
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYCAFFE_LITE_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
 TIMEOUT_S = 10
+BAD = ("crash", "hang", "memory", "anonymous", "silent")
 ADDRESS_CAP = 3 << 30            # the child's address space, as the run
 MEMORY_LIMIT = "1536M"           # pycaffe_lite's own guard, well inside the cap
 
@@ -417,6 +419,8 @@ def run_case(action):
     err = stderr.getvalue()
     if "Traceback (most recent call last)" in err or "internal error" in err.lower():
         return "crash", err[-600:]
+    if status == "silent":
+        return "silent", "non-finite outputs without a warning"
     if status in (0, None):
         return "ok", ""
     lines = [l for l in err.splitlines() if l[:1] in "EF" or "error" in l.lower()]
@@ -434,9 +438,21 @@ def _run(kind, args):
         import importlib
         return importlib.import_module(f"pycaffe_lite.tools.{args[0]}").main(args[1])
     if kind == "api_net":
+        import logging
+
+        import numpy
         import pycaffe_lite as caffe
-        net = caffe.Net(args[0], caffe.TEST, weights=args[1])
-        net.forward()
+        warnings = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = warnings.append
+        logging.getLogger("pycaffe_lite").addHandler(handler)
+        try:
+            net = caffe.Net(args[0], caffe.TEST, weights=args[1])
+            outputs = net.forward()
+        finally:
+            logging.getLogger("pycaffe_lite").removeHandler(handler)
+        if not warnings and not all(numpy.isfinite(v).all() for v in outputs.values()):
+            return "silent"           # NaN or inf out, and nobody said a word
         return 0
     if kind == "api_solver":
         import pycaffe_lite as caffe
@@ -572,7 +588,7 @@ def main(argv=None):
     table = summary(results)
     print(json.dumps(table, indent=1))
     print(f"{len(results)} cases in {time.time() - start:.0f} s, seed {args.seed}")
-    bad = [r for r in results if r["outcome"] in ("crash", "memory", "hang", "anonymous")]
+    bad = [r for r in results if r["outcome"] in BAD]
     for r in bad[:40]:
         print(f"{r['outcome']:9} {r['target']}#{r['case']}: {r['detail'][:300]!r}")
     if args.json:
