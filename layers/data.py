@@ -448,6 +448,13 @@ class ImageDataLayer(PrefetchingDataLayer):
         try:
             lines = read_image_list(p.source)
         except CaffeError as e:
+            if not os.path.lexists(p.source):
+                raise MissingSourceError(self, f"image_data_param.source: {e}; write it: one "
+                                         "'relative/path label' line per image, the paths "
+                                         "under image_data_param.root_folder, or run "
+                                         "caffe_lite train / test / time with "
+                                         "--synthetic-data to replace the data layers by "
+                                         "random data of the same shapes") from None
             raise self.error(f"image_data_param.source: {e}") from None
         if not lines:
             raise self.error(f"image_data_param.source '{p.source}': File is empty")

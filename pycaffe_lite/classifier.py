@@ -32,11 +32,13 @@ def make_transformer(net, mean, input_scale, raw_scale, channel_swap):
 class Classifier(Net):
     """``Classifier(model_file, pretrained_file, image_dims=None, mean=None,
     input_scale=None, raw_scale=None, channel_swap=None)``: a TEST net whose first
-    input takes the images; ``image_dims`` (height, width) defaults to that input's."""
+    input takes the images; ``image_dims`` (height, width) defaults to that input's.
+    ``allow_python_layers=False`` (ours) refuses a net's Python layers, as ``Net``."""
 
     def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
-                 input_scale=None, raw_scale=None, channel_swap=None):
-        super().__init__(model_file, TEST, weights=pretrained_file)
+                 input_scale=None, raw_scale=None, channel_swap=None, allow_python_layers=None):
+        super().__init__(model_file, TEST, weights=pretrained_file,
+                         allow_python_layers=allow_python_layers)
         if not self.inputs:
             raise CaffeError(f"{model_file}: Classifier needs a net with an input blob "
                              "(an Input layer or input: fields)")

@@ -19,8 +19,9 @@ class Detector(Net):
     raw_scale=None, channel_swap=None, context_pad=None)``."""
 
     def __init__(self, model_file, pretrained_file, mean=None, input_scale=None,
-                 raw_scale=None, channel_swap=None, context_pad=None):
-        super().__init__(model_file, TEST, weights=pretrained_file)
+                 raw_scale=None, channel_swap=None, context_pad=None, allow_python_layers=None):
+        super().__init__(model_file, TEST, weights=pretrained_file,
+                         allow_python_layers=allow_python_layers)
         if not self.inputs:
             raise CaffeError(f"{model_file}: Detector needs a net with an input blob")
         self.transformer = make_transformer(self, mean, input_scale, raw_scale, channel_swap)

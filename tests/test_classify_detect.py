@@ -276,3 +276,15 @@ def test_scripts_show_bvlc_flags(name):
     for flag in ("--model_def", "--pretrained_model", "--mean_file", "--raw_scale",
                  "--channel_swap", "--gpu"):
         assert flag in result.stdout
+
+
+def test_classifier_and_detector_can_refuse_python_layers(small, tmp_path):
+    model, weights = small
+    untrusted = tmp_path / "untrusted.prototxt"
+    untrusted.write_text(open(model).read() +
+                         'layer { name: "odd" type: "Python" bottom: "prob" top: "odd" '
+                         'python_param { module: "never_imported_module" layer: "X" } }')
+    for make in (caffe.Classifier, caffe.Detector):
+        with pytest.raises(CaffeError, match="odd.*never_imported_module") as caught:
+            make(str(untrusted), weights, allow_python_layers=False)
+        assert "could not be imported" not in str(caught.value)   # refused, not tried

@@ -200,6 +200,17 @@ def test_missing_lmdb_says_how_to_make_one_or_do_without(tmp_path, monkeypatch, 
         Net(str(model), phase=TEST)
 
 
+def test_missing_image_list_says_what_to_write_or_do_without(tmp_path, capsys):
+    model = tmp_path / "net.prototxt"
+    model.write_text('layer { name: "images" type: "ImageData" top: "data" top: "label" '
+                     f'image_data_param {{ source: "{tmp_path / "train.txt"}" batch_size: 2 }} }}')
+    assert cli.main(["time", f"--model={model}", "--iterations=1"]) == 1
+    error = error_line(capsys.readouterr().err)
+    assert "layer 'images' (type ImageData): image_data_param.source: " in error
+    assert "train.txt" in error and "'relative/path label' line per image" in error
+    assert "--synthetic-data" in error
+
+
 # --- a solver's net file that is not there -------------------------------------------
 
 def test_missing_net_file_names_the_solver_and_the_directory(tmp_path, monkeypatch, capsys):
