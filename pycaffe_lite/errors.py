@@ -31,8 +31,6 @@ class BackwardNotImplementedError(LayerError, NotImplementedError):
     """Caffe has no backward for this layer (its Backward is NOT_IMPLEMENTED)."""
 
 
-
-
 class FillerError(CaffeError):
     """A FillerParameter that cannot fill its blob (``fillers.fill``); the net names
     the layer and, with :meth:`locate`, the field holding the filler."""

@@ -35,6 +35,7 @@ class BlobVec(list):
     def add_blob(self, *shape):
         self.append(Blob(tuple(int(d) for d in shape), xp=self._xp, dtype=self._dtype))
 
+
 def _load_builtin_layers():
     from . import layers  # noqa: F401  (importing registers every layer)
 

@@ -22,6 +22,7 @@ the whole filtered NetParameter ("Initializing net from parameters:") and its
 per-layer phase-filter notes are left out.
 """
 import logging
+import math
 
 from .log import caffe_float
 
@@ -34,10 +35,7 @@ def _enabled():
 
 def shape_string(shape):
     """Caffe's ``Blob::shape_string``: every dim followed by a space, then the count."""
-    count = 1
-    for dim in shape:
-        count *= dim
-    return "".join(f"{dim} " for dim in shape) + f"({count})"
+    return "".join(f"{dim} " for dim in shape) + f"({math.prod(shape)})"
 
 
 def log_wiring(layer_param, automatic_tops):

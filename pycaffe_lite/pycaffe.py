@@ -153,23 +153,24 @@ class Net(CoreNet):
     def _blobs(self):
         return list(self.blobs.values())
 
+    def _blob_ids(self, names):
+        """Indices into ``_blobs`` of the blobs ``names``."""
+        index = {name: i for i, name in enumerate(self.blobs)}
+        return [index[name] for name in names]
+
     @property
     def _inputs(self):
-        names = list(self.blobs)
-        return [names.index(name) for name in self.input_names]
+        return self._blob_ids(self.input_names)
 
     @property
     def _outputs(self):
-        names = list(self.blobs)
-        return [names.index(name) for name in self.output_names]
+        return self._blob_ids(self.output_names)
 
     def _top_ids(self, i):
-        names = list(self.blobs)
-        return [names.index(name) for name in self.records[i].tops]
+        return self._blob_ids(self.records[i].tops)
 
     def _bottom_ids(self, i):
-        names = list(self.blobs)
-        return [names.index(name) for name in self.records[i].bottoms]
+        return self._blob_ids(self.records[i].bottoms)
 
     def _forward(self, start, end):
         return self.forward_range(start, end)
