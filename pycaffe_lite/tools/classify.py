@@ -117,17 +117,6 @@ def resolve(args):
     return mean, swap
 
 
-def run(prog, body, args=None):
-    """``body()``'s exit status: 0, or 1 with an error printed as one line
-    ``<prog>: error: ...`` instead of a traceback (any exception not a CaffeError
-    says it is a bug; ``--debug`` adds the traceback).  ``args``: the parsed
-    arguments (``--no-python-layers``, ``--debug``)."""
-    def call():
-        body()
-        return 0
-    return run_reporting(prog, call, args)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="classify", description="Classify images with "
                                      "a Caffe model (BVLC's python/classify.py)")
@@ -168,7 +157,7 @@ def main(argv=None):
         print(f"Saving results into {out}")
         with files.atomic_output(out) as f:
             numpy.save(f, predictions)
-    return run("classify", body, args)
+    return run_reporting("classify", body, args)
 
 
 def load_inputs(path, ext):

@@ -20,8 +20,9 @@ import time
 import numpy
 
 from ..errors import CaffeError
+from ..flags import run_reporting
 from ..io import files
-from .classify import add_preprocessing_flags, resolve, run
+from .classify import add_preprocessing_flags, resolve
 
 COORD_COLS = ["ymin", "xmin", "ymax", "xmax"]
 
@@ -129,7 +130,7 @@ def main(argv=None):
         start = time.time()
         write_detections(args.output_file, detections)
         print(f"Saved to {args.output_file} in {time.time() - start:.3f} s.")
-    return run("detect", body, args)
+    return run_reporting("detect", body, args)
 
 
 if __name__ == "__main__":
