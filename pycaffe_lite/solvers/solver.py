@@ -53,14 +53,16 @@ def named_error(error, path):
     line of its field when the file sets it) in front; as it is without a path."""
     if not path or error.named:
         return error
-    where = path
-    if error.field:
-        line = field_line(_text_of(path), error.field)
-        if line:
-            where = f"{path}:{line}"
-    named = SolverParamError(f"{where}: {error}", error.field)
+    named = SolverParamError(f"{field_location(path, error.field)}: {error}", error.field)
     named.named = True
     return named
+
+
+def field_location(path, field):
+    """``path:line`` of the solver file ``path`` where top-level ``field`` is set, or
+    ``path`` when it is not set there (or ``field`` is None)."""
+    line = field and field_line(_text_of(path), field)
+    return f"{path}:{line}" if line else path
 
 
 def field_line(text, field):
@@ -295,16 +297,14 @@ class Solver:
         if not path:
             raise self.named(SolverParamError(
                 f"'{field}' is empty: give the path of a net prototxt", field))
-        solver = self.path or "the SolverParameter"
-        line = self.path and field_line(_text_of(self.path), field)
-        if line:
-            solver = f"{solver}:{line}"
         if os.path.exists(path):
             try:
                 files.regular_file(path, "net")
             except ParseError as e:
-                raise ParseError(f"{e} (named by '{field}' in {solver})") from None
+                raise ParseError(f"{e} (named by '{field}' in "
+                                 f"{self._solver_location(field)})") from None
             return files.read_net(path)
+        solver = self._solver_location(field)
         message = (f"{path}: net file not found (named by '{field}' in {solver}; relative "
                    f"paths are opened from the current directory {os.getcwd()}, as in Caffe)")
         beside = os.path.join(os.path.dirname(self.path or ""), path)
@@ -312,6 +312,12 @@ class Solver:
             message += (f"; it is next to the solver: run from "
                         f"{os.path.dirname(os.path.abspath(self.path))}")
         raise NetFileNotFoundError(message)
+
+    def _solver_location(self, field):
+        """Where ``field`` is set, for a message: the solver file (and line), or "the
+        SolverParameter" for a solver made from a message.  Reads the solver file:
+        for errors only."""
+        return field_location(self.path, field) if self.path else "the SolverParameter"
 
     def _build_net(self, net_param, phase):
         return self.net_factory(net_param, phase, self.xp)
@@ -638,8 +644,8 @@ class Solver:
             self.snapshot_solver_state(model_filename)
         except files.WriteError as e:
             if self.path:
-                line = field_line(_text_of(self.path), "snapshot_prefix")
-                e.args = (f"{e} (snapshot_prefix of {self.path}{f':{line}' if line else ''})",)
+                e.args = (f"{e} (snapshot_prefix of "
+                          f"{field_location(self.path, 'snapshot_prefix')})",)
             raise
         return model_filename
 
