@@ -160,18 +160,17 @@ def _env_int(name):
         return 0
 
 
+def verbose_requested(flags=None):
+    """glog's ``-v`` / ``GLOG_v`` >= 1: DEBUG messages are logged too."""
+    return (getattr(flags, "v", 0) or 0) >= 1 or _env_int("GLOG_v") >= 1
+
+
 def debug_requested(flags=None):
     """Whether an error should show its traceback: ``--debug`` or ``-v`` >= 1 in
     ``flags`` (a namespace from :func:`parse_flags`, or argparse's), ``GLOG_v`` >= 1
     or ``PYCAFFE_LITE_DEBUG=1``."""
-    if os.environ.get("PYCAFFE_LITE_DEBUG") == "1" or _env_int("GLOG_v") >= 1:
-        return True
-    return bool(getattr(flags, "debug", False)) or (getattr(flags, "v", 0) or 0) >= 1
-
-
-def verbose_requested(flags=None):
-    """glog's ``-v`` / ``GLOG_v`` >= 1: DEBUG messages are logged too."""
-    return (getattr(flags, "v", 0) or 0) >= 1 or _env_int("GLOG_v") >= 1
+    return (os.environ.get("PYCAFFE_LITE_DEBUG") == "1" or
+            bool(getattr(flags, "debug", False)) or verbose_requested(flags))
 
 
 def report_error(prog, message, usage=None, status=1, debug=None):
