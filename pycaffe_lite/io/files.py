@@ -692,11 +692,9 @@ def blob_proto_to_array(proto, dtype=numpy.float32, diff=False, where=None):
 
 def _as_unsigned(values, dtype, shape, where=""):
     """Values read for an unsigned integer blob (codeword indices): whole numbers in
-    the dtype's range, or an error."""
+    the dtype's range, or an error.  ``values`` holds as many as ``shape`` declares
+    (:func:`blob_proto_to_array` checks it)."""
     top = numpy.iinfo(dtype).max
-    if values.size != math.prod(shape):
-        raise WeightsError(f"{where}BlobProto declares shape {shape} but holds {values.size} "
-                           "values")
     whole = values.dtype.kind in "iu" or numpy.all(values == numpy.floor(values))
     if values.size and not (whole and values.min() >= 0 and values.max() <= top):
         raise WeightsError(f"{where}BlobProto of shape {shape} should hold whole numbers "
