@@ -195,14 +195,6 @@ def _our_dirs():
                  for m in (sys.modules[__package__], layers))
 
 
-def _tb_frames(exc):
-    frames, tb = [], exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    return frames
-
-
 def bug_message(exc):
     """The one line for ``exc``, an exception no check of ours caught.
 
@@ -210,24 +202,22 @@ def bug_message(exc):
     with its file and line.  Else a bug in pycaffe_lite: the exception, its
     message, the innermost place in our code it was raised, where to report it."""
     from .layers.python_layer import user_module_files
-    frames = traceback.extract_tb(exc.__traceback__)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     ours, users = _our_dirs(), user_module_files()
-    for frame, tb_frame in zip(reversed(frames), reversed(_tb_frames(exc))):
-        # innermost first; library frames (NumPy, the stdlib) are skipped
-        where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
-        if os.path.abspath(frame.filename) in users:
-            layer = getattr(tb_frame.f_locals.get("self"), "name", None)
+    innermost_first = list(traceback.walk_tb(exc.__traceback__))[::-1]
+    place = innermost_first[0] if innermost_first else None    # none of ours: the innermost
+    for frame, lineno in innermost_first:     # library frames (NumPy, the stdlib) skipped
+        filename = frame.f_code.co_filename
+        if os.path.abspath(filename) in users:
+            layer = getattr(frame.f_locals.get("self"), "name", None)
             named = f"layer '{layer}' (type Python): " if isinstance(layer, str) else ""
-            return (f"{named}Python layer code failed: {detail} (at {frame.filename}:"
-                    f"{frame.lineno})")
-        if os.path.abspath(frame.filename).startswith(ours):
+            return f"{named}Python layer code failed: {detail} (at {filename}:{lineno})"
+        if os.path.abspath(filename).startswith(ours):
+            place = frame, lineno
             break
-    else:
-        where = (f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"
-                 if frames else None)
-    at = f" (at {where})" if where else ""
+    at = (f" (at {os.path.basename(place[0].f_code.co_filename)}:{place[1]})"
+          if place else "")
     return f"internal error, a bug in pycaffe_lite: {detail}{at}; {BUG_REPORT}"
 
 
