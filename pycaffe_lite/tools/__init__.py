@@ -6,10 +6,13 @@ Each reads a gflags-style command line (:mod:`pycaffe_lite.flags`, as
 (:func:`pycaffe_lite.log.setup_logging`); :func:`run_tool` is their ``main``.
 """
 import logging
+import os
 import sys
 
+from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.flags import (GLOG_FLAGS, SPELLING_NOTE, UsageError, describe_flags,
                                 parse_flags, report_error, run_reporting, verbose_requested)
+from pycaffe_lite.io import files
 from pycaffe_lite.log import setup_logging
 
 log = logging.getLogger("pycaffe_lite")
@@ -64,3 +67,14 @@ def run_tool(prog, usage, flags, arguments, argv, body):
         return 0
 
     return run_reporting(prog, run, values, fail, usage_status=USAGE_STATUS)
+
+
+def read_input(path, what, cannot_open):
+    """The bytes of the regular file ``path`` (:func:`pycaffe_lite.io.files.read_regular`:
+    no device, FIFO or folder); one that cannot be opened at all (missing, a NUL in
+    the name) raises ``CaffeError(f"{cannot_open}: {reason}")``, the tool's own words."""
+    try:
+        os.stat(path)
+    except (OSError, ValueError) as e:
+        raise CaffeError(f"{cannot_open}: {getattr(e, 'strerror', None) or e}") from None
+    return files.read_regular(path, what, CaffeError)

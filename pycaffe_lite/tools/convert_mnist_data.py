@@ -10,7 +10,6 @@ OUTPUT_DB must not exist.  Flag: -backend {lmdb, leveldb} (gflags style).
 import gzip
 import io
 import logging
-import os
 import sys
 
 import numpy
@@ -18,8 +17,7 @@ from tqdm import tqdm
 
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.flags import Flag
-from pycaffe_lite.io import files
-from pycaffe_lite.tools import run_tool
+from pycaffe_lite.tools import read_input, run_tool
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -57,12 +55,7 @@ def _gunzip(data, path):
 
 def read_idx(path, magic, what):
     """(header ints after the magic, payload bytes) of an idx file, gzip or not."""
-    try:
-        os.stat(path)
-    except (OSError, ValueError) as e:
-        raise CaffeError(f"Unable to open file {path} ({what}): "
-                         f"{getattr(e, 'strerror', None) or e}") from None
-    data = files.read_regular(path, "MNIST idx", CaffeError)  # no device, FIFO, folder
+    data = read_input(path, "MNIST idx", f"Unable to open file {path} ({what})")
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, path)
     dims = 3 if magic == IMAGE_MAGIC else 1

@@ -35,8 +35,7 @@ import sys
 
 from pycaffe_lite.errors import CaffeError
 from pycaffe_lite.flags import Flag
-from pycaffe_lite.io import files
-from pycaffe_lite.tools import run_tool
+from pycaffe_lite.tools import read_input, run_tool
 
 log = logging.getLogger("pycaffe_lite")
 
@@ -97,13 +96,8 @@ def _start_time(lines, year):
 def parse_log(path):
     """``(train_rows, test_rows)``: lists of OrderedDicts (NumIters, Seconds,
     LearningRate, then the outputs), as Caffe's ``parse_log.parse_log``."""
-    try:
-        os.stat(path)
-    except (OSError, ValueError) as e:
-        raise CaffeError(f"cannot read the log {path}: {getattr(e, 'strerror', None) or e}") \
-            from None
     # a regular file only: /dev/zero or a FIFO would be read forever
-    data = files.read_regular(path, "log", CaffeError)
+    data = read_input(path, "log", f"cannot read the log {path}")
     lines = io.StringIO(data.decode(errors="replace"), newline=None).readlines()  # as open()
     year = log_created_year(path)
     start_index, start_time = _start_time(lines, year)
