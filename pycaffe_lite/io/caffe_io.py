@@ -14,7 +14,6 @@ Caffe's databases (``util/db``) are in :mod:`pycaffe_lite.io.db`.
 """
 import logging
 import os
-import stat
 
 import numpy
 
@@ -260,10 +259,8 @@ def _check_image_file(filename):
         mode = os.stat(filename).st_mode
     except OSError:
         return filename
-    if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
-                if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
-                stat.S_ISBLK(mode) else "not a regular file")
+    kind = files._not_regular(mode)
+    if kind:
         raise ImageFileError(f"{filename}: is {kind}, not an image file")
     return filename
 
