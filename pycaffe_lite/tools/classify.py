@@ -161,7 +161,9 @@ def main(argv=None):
 
 
 def load_inputs(path, ext):
-    """Images from a .npy, a folder's ``*.<ext>`` files, or one image file."""
+    """Images from a .npy, a folder's ``*.<ext>`` files, or one image file (an image
+    that cannot be read raises an OSError, one line from run_reporting)."""
+    from ..io.caffe_io import load_image
     print(f"Loading {'folder' if os.path.isdir(path) else 'file'}: {path}")
     if path.endswith("npy"):
         return list(numpy.load(path))
@@ -173,15 +175,6 @@ def load_inputs(path, ext):
     if not os.path.exists(path):
         raise CaffeError(f"{path}: no such image, folder or .npy file")
     return [load_image(path)]
-
-
-def load_image(path):
-    """caffe.io.load_image, its errors as clear CaffeErrors."""
-    from ..io import caffe_io
-    try:
-        return caffe_io.load_image(path)
-    except OSError as e:
-        raise CaffeError(str(e)) from None
 
 
 if __name__ == "__main__":
