@@ -478,7 +478,7 @@ def log_problems(report, path):
                   path)
 
 
-# (level, message) of the upgrade notes logged so far for files (see _note_once).
+# (level, path, message) of the upgrade notes logged so far for files (see _note_once).
 _noted = set()
 
 
